@@ -1,0 +1,66 @@
+"""Circuit breaker for one tier: pure state, the caller supplies the clock."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+__all__ = ["CircuitBreaker"]
+
+
+class CircuitBreaker:
+    """Closed -> open after ``threshold`` consecutive failures -> one probe after the back-off.
+
+    While open, the tier is not called at all, so a dead Redis costs nothing per request
+    instead of a connect timeout each. Back-off doubles on every failed probe up to
+    ``max_backoff`` with ±20% jitter so that a fleet of processes does not probe in lockstep.
+    """
+
+    def __init__(
+        self, threshold: int = 3, base_backoff: float = 1.0, max_backoff: float = 30.0
+    ) -> None:
+        self.threshold = threshold
+        self.base_backoff = base_backoff
+        self.max_backoff = max_backoff
+        self._failures = 0
+        self._opens = 0
+        self._open_until = 0.0
+        self._probing = False
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self._failures >= self.threshold
+
+    def allow(self, now: float) -> bool:
+        """May the tier be called now? In the open state, lets exactly one probe through."""
+        if self._failures < self.threshold:
+            return True
+        with self._lock:
+            if self._probing or now < self._open_until:
+                return False
+            self._probing = True
+            return True
+
+    def success(self) -> bool:
+        """Record a success; True when this closed a breaker that was open."""
+        if self._failures == 0:
+            return False
+        with self._lock:
+            was_open = self._failures >= self.threshold
+            self._failures = 0
+            self._opens = 0
+            self._probing = False
+            return was_open
+
+    def failure(self, now: float) -> bool:
+        """Record a failure; True when this opened the breaker (closed -> open)."""
+        with self._lock:
+            self._failures += 1
+            self._probing = False
+            if self._failures < self.threshold:
+                return False
+            backoff = min(self.max_backoff, self.base_backoff * 2**self._opens)
+            self._open_until = now + backoff * random.uniform(0.8, 1.2)
+            self._opens += 1
+            return self._failures == self.threshold

@@ -1,0 +1,97 @@
+"""Counters and latency reservoirs. Cheap to update on the hot path, summarised on demand."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+__all__ = ["GLOBAL_SAVINGS", "Savings", "TierStats", "percentile"]
+
+_RESERVOIR = 2048
+
+
+def percentile(samples: list[float], q: float) -> float | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class TierStats:
+    """Per-tier counters. Plain ints updated without a lock: under the GIL a lost increment
+    is possible but rare, and a lock on every cache hit would cost more than it is worth."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.errors = 0
+        self.corrupt = 0
+        self.skipped = 0
+        self.writes = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.read_latency: deque[float] = deque(maxlen=_RESERVOIR)
+        self.write_latency: deque[float] = deque(maxlen=_RESERVOIR)
+
+    def summary(self) -> dict[str, Any]:
+        reads, writes = list(self.read_latency), list(self.write_latency)
+
+        def us(value: float | None) -> float | None:
+            return None if value is None else round(value * 1e6, 1)
+
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "errors": self.errors,
+            "corrupt": self.corrupt,
+            "skipped": self.skipped,
+            "writes": self.writes,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "read_p50_us": us(percentile(reads, 0.5)),
+            "read_p99_us": us(percentile(reads, 0.99)),
+            "write_p50_us": us(percentile(writes, 0.5)),
+            "write_p99_us": us(percentile(writes, 0.99)),
+        }
+
+
+class Savings:
+    """Process-wide totals of what cache hits saved, fed by the integrations."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.hits = 0
+            self.misses = 0
+            self.tokens_saved = 0
+            self.cost_saved = 0.0
+            self.latency_saved = 0.0
+
+    def record_hit(self, tokens: int = 0, cost: float = 0.0, latency: float = 0.0) -> None:
+        with self._lock:
+            self.hits += 1
+            self.tokens_saved += tokens
+            self.cost_saved += cost
+            self.latency_saved += latency
+
+    def record_miss(self) -> None:
+        with self._lock:
+            self.misses += 1
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "llm_hits": self.hits,
+                "llm_misses": self.misses,
+                "tokens_saved": self.tokens_saved,
+                "cost_saved_usd": round(self.cost_saved, 6),
+                "latency_saved_s": round(self.latency_saved, 3),
+            }
+
+
+GLOBAL_SAVINGS = Savings()

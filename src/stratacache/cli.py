@@ -1,0 +1,130 @@
+"""The ``stratacache`` command: ``demo``, ``stats`` and ``clear``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.2f} ms"
+
+
+def demo() -> int:
+    """End to end, offline: a real OpenAI client against the loopback provider, cached by a
+    memory + disk TieredCache, then a second "process" that starts cold, then a dead Redis."""
+    try:
+        import openai
+
+        from stratacache.testing import OpenAICompatServer
+    except ImportError as exc:
+        print(f"the demo needs the optional clients: pip install 'stratacache[all]' ({exc})")
+        return 1
+    import stratacache as sc
+
+    workdir = tempfile.mkdtemp(prefix="stratacache-demo-")
+    urls = ("memory://?max_bytes=64MB", f"disk://{workdir}/disk?max_bytes=256MB")
+    questions = ["What is a cache?", "Why do LLM apps need one?", "What is a cache?"]
+    with OpenAICompatServer(latency=0.3) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="demo", max_retries=0)
+
+        def ask(cache: sc.TieredCache, question: str) -> tuple[str, float]:
+            messages: list[Any] = [{"role": "user", "content": question}]
+            key = sc.make_key(model="demo-model", messages=messages, temperature=0)
+
+            def call_llm() -> dict[str, Any]:
+                reply = client.chat.completions.create(
+                    model="demo-model",
+                    messages=messages,
+                    temperature=0,
+                )
+                return reply.model_dump(mode="json")
+
+            start = time.perf_counter()
+            response = cache.get_or_set(key, call_llm)
+            content = str(response["choices"][0]["message"]["content"])
+            return content, time.perf_counter() - start
+
+        print(f"loopback OpenAI-compatible provider at {server.base_url} (300 ms per call)")
+        print(f"tiers: {' -> '.join(urls)}\n")
+        print("1) first process: the third question repeats the first")
+        with sc.TieredCache.from_urls(*urls, namespace="demo") as cache:
+            for question in questions:
+                answer, took = ask(cache, question)
+                print(f"   {_ms(took)}  {question!r} -> {answer[:48]!r}")
+        print(f"   provider requests so far: {server.stats.requests.get('chat', 0)}\n")
+
+        print("2) a new process: empty memory tier, answers come from disk and are promoted")
+        with sc.TieredCache.from_urls(*urls, namespace="demo") as cache:
+            for question in questions[:2] * 2:
+                _, took = ask(cache, question)
+                print(f"   {_ms(took)}  {question!r}")
+            tiers = cache.stats()["tiers"]
+            print(
+                f"   memory hits {tiers[0]['hits']}, disk hits {tiers[1]['hits']}, "
+                f"provider requests still {server.stats.requests.get('chat', 0)}\n"
+            )
+
+        print("3) a Redis tier that is down: a miss, logged once, never an exception")
+        dead = "redis://127.0.0.1:1/0?timeout=100ms&connect_timeout=100ms"
+        with sc.TieredCache.from_urls(*urls, dead, namespace="demo") as cache:
+            start = time.perf_counter()
+            for i in range(200):
+                cache.get_or_set(f"n{i}", lambda: i * i)  # noqa: B023 - called at once
+            took = time.perf_counter() - start
+            redis = cache.stats()["tiers"][2]
+            print(
+                f"   200 calls in {_ms(took)}: redis errors {redis['errors']}, "
+                f"calls skipped by the circuit breaker {redis['skipped']}\n"
+            )
+            print("cache.stats():")
+            print(json.dumps(cache.stats(), indent=2))
+    print(f"\n(demo data in {workdir})")
+    return 0
+
+
+def _default_cache(namespace: str | None) -> Any:
+    import stratacache as sc
+
+    return sc.TieredCache.default(namespace=namespace or "default")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stratacache", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="offline end-to-end demo with a loopback LLM provider")
+    stats = sub.add_parser("stats", help="tiers and sizes of the default cache")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.add_argument("--namespace", default=None)
+    clear = sub.add_parser("clear", help="invalidate one namespace of the default cache")
+    clear.add_argument("--namespace", default=None)
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        return demo()
+    cache = _default_cache(args.namespace)
+    try:
+        if args.command == "stats":
+            summary = cache.stats()
+            if args.json:
+                print(json.dumps(summary, indent=2))
+            else:
+                for tier in summary["tiers"]:
+                    print(f"{tier['name']:<10} {tier['kind']:<8} size={tier['size_bytes']}")
+        elif args.command == "clear":
+            cache.clear()
+            print(f"cleared namespace {cache.namespace!r}")
+    finally:
+        cache.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

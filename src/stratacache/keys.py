@@ -1,0 +1,201 @@
+"""Canonical, versioned cache keys: pure functions, no I/O.
+
+A key must be equal for two requests exactly when the provider would give the same answer.
+So everything that changes the answer (model, every sampling parameter, tools, tool_choice,
+response format, system prompt, the full history) is hashed, and everything that only
+changes how the request travels (stream flags, timeouts, credentials, request and message
+ids) is dropped. Dropping too little costs hit rate; dropping too much serves wrong answers,
+so the transport list is deliberately short and explicit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from stratacache.errors import ConfigurationError, SerializationError
+
+__all__ = [
+    "KEY_VERSION",
+    "MESSAGE_VOLATILE_FIELDS",
+    "TRANSPORT_FIELDS",
+    "canonical_json",
+    "canonicalize",
+    "digest",
+    "make_key",
+]
+
+#: Bumped whenever canonicalisation changes, so old entries become unreachable instead of wrong.
+KEY_VERSION = "sc1"
+
+#: Top-level request fields that never change the answer.
+TRANSPORT_FIELDS: frozenset[str] = frozenset(
+    {
+        "stream",
+        "stream_options",
+        "timeout",
+        "request_timeout",
+        "max_retries",
+        "api_key",
+        "openai_api_key",
+        "anthropic_api_key",
+        "azure_ad_token",
+        "organization",
+        "headers",
+        "extra_headers",
+        "request_id",
+        "idempotency_key",
+        "metadata",
+        "callbacks",
+        "tags",
+        "run_id",
+        "run_name",
+        "litellm_call_id",
+        "litellm_logging_obj",
+        "caching",
+        "cache",
+        "no_cache",
+    }
+)
+
+#: Per-message fields that differ between runs of the same conversation (LangGraph assigns new
+#: message ids on every run; provider metadata records the previous call, not the content).
+MESSAGE_VOLATILE_FIELDS: frozenset[str] = frozenset(
+    {"id", "message_id", "response_metadata", "usage_metadata", "created", "created_at"}
+)
+
+_NAMESPACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _canon_float(value: float) -> Any:
+    # 1 and 1.0 mean the same temperature; NaN/inf are not JSON, so they get stable names.
+    if math.isnan(value):
+        return "__nan__"
+    if math.isinf(value):
+        return "__inf__" if value > 0 else "__-inf__"
+    if value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def canonicalize(value: Any) -> Any:
+    """Return a JSON-compatible structure that is equal for semantically equal inputs.
+
+    Strings are NFC-normalised (the same text typed on two systems must hash the same),
+    floats that are whole numbers become ints, tuples become lists, sets become sorted lists,
+    pydantic models and dataclasses become dicts. Objects without a stable representation are
+    rejected rather than ``repr``-ed: a repr with a memory address would silently never hit.
+    """
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, float):
+        return _canon_float(value)
+    if isinstance(value, Mapping):
+        return {unicodedata.normalize("NFC", str(k)): canonicalize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonicalize(v) for v in value]
+    if isinstance(value, set | frozenset):
+        items = [canonicalize(v) for v in value]
+        return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"__bytes__": bytes(value).hex()}
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump):
+        return canonicalize(model_dump(mode="json"))
+    if hasattr(type(value), "__dataclass_fields__"):
+        import dataclasses
+
+        return canonicalize(dataclasses.asdict(value))
+    raise SerializationError(
+        f"cannot build a cache key from a {type(value).__name__!r}; pass JSON-compatible "
+        "values (str, int, float, bool, None, lists, dicts), a pydantic model or a dataclass"
+    )
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text of ``value``: sorted keys, no whitespace, NFC text."""
+    return json.dumps(
+        canonicalize(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def digest(value: Any) -> str:
+    """sha256 hex digest of the canonical JSON of ``value``."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def _strip_messages(messages: Any) -> Any:
+    """Drop volatile per-message fields and renumber tool-call ids by first appearance.
+
+    Tool-call ids (``call_abc123``) are minted by the provider on every run, so a history that
+    replays an earlier tool call would never hit. Only their pairing matters, so each distinct
+    id is replaced by its order of appearance; the structure of the conversation is kept.
+    """
+    if not isinstance(messages, list | tuple):
+        return messages
+    ids: dict[str, str] = {}
+
+    def alias(raw: Any) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        return ids.setdefault(raw, f"call_{len(ids)}")
+
+    out: list[Any] = []
+    for message in messages:
+        msg = canonicalize(message)
+        if not isinstance(msg, dict):
+            out.append(msg)
+            continue
+        msg = {k: v for k, v in msg.items() if k not in MESSAGE_VOLATILE_FIELDS}
+        if "tool_call_id" in msg:
+            msg["tool_call_id"] = alias(msg["tool_call_id"])
+        calls = msg.get("tool_calls")
+        if isinstance(calls, list):
+            msg["tool_calls"] = [
+                {**call, "id": alias(call.get("id"))} if isinstance(call, dict) else call
+                for call in calls
+            ]
+        out.append(msg)
+    return out
+
+
+def check_namespace(namespace: str) -> str:
+    """Validate a namespace: it becomes part of every stored key."""
+    if not namespace or not set(namespace) <= _NAMESPACE_CHARS or len(namespace) > 64:
+        raise ConfigurationError(
+            f"invalid namespace {namespace!r}: use 1-64 characters from letters, digits, "
+            "'_', '-', '.'"
+        )
+    return namespace
+
+
+def make_key(
+    *, model: str | None = None, messages: Any = None, namespace: str = "llm", **params: Any
+) -> str:
+    """Derive the canonical key of an LLM request.
+
+    ``model`` and ``messages`` are named for readability; every other keyword is a request
+    parameter. Parameters in :data:`TRANSPORT_FIELDS` are ignored; everything else is hashed,
+    order-independently. The result looks like ``sc1:llm:<sha256 hex>``: the version prefix
+    makes old keys unreachable after a canonicalisation change, and the namespace keeps
+    different kinds of entries (chat, embeddings, retrieval) apart.
+
+    Example::
+
+        >>> a = make_key(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+        ...              temperature=0, stream=True)
+        >>> a == make_key(temperature=0.0, model="gpt-4o-mini",
+        ...               messages=[{"content": "hi", "role": "user", "id": "run-7"}])
+        True
+    """
+    check_namespace(namespace)
+    payload = {k: v for k, v in params.items() if k not in TRANSPORT_FIELDS}
+    payload["model"] = model
+    payload["messages"] = _strip_messages(messages)
+    return f"{KEY_VERSION}:{namespace}:{digest(payload)}"

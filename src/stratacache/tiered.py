@@ -1,0 +1,728 @@
+"""TieredCache: read-through, write-through, promotion, single-flight, scoped clear.
+
+The policy is written once, as plans: generators that yield the tier calls they need
+(:class:`_Call`), a sleep (:class:`_Sleep`) or the user's compute (:class:`_Compute`), and
+receive the results. A sync driver and an async driver execute those steps. The two flavours
+therefore cannot drift apart; only "how to call a tier" differs between them.
+
+Failure semantics live in the drivers: any exception from a tier is counted, logged once per
+outage, fed to that tier's circuit breaker and handed to the plan as :data:`_FAILED`, which
+plans treat like a miss. Nothing a tier does can raise into the caller.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from stratacache._breaker import CircuitBreaker
+from stratacache._config import default_dir, parse_duration, tier_from_url
+from stratacache._stats import TierStats
+from stratacache.codec import DEFAULT_COMPRESS_THRESHOLD, DecodeError, decode, encode
+from stratacache.errors import ConfigurationError, SerializationError
+from stratacache.keys import check_namespace
+from stratacache.tiers.base import META_PREFIX, MISS, LeaseSupport, SetEntry, Tier
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio, inspect, uuid and dataclasses are not imported here: together they are most of a
+# 100 ms import budget, and sync users never need them. Async methods import asyncio lazily.
+
+__all__ = ["TieredCache"]
+
+logger = logging.getLogger("stratacache")
+T = TypeVar("T")
+
+#: Keys longer than this are stored under their sha256: Redis and SQLite index long keys
+#: poorly, and "k:"/"h:" prefixes keep the two forms from ever colliding.
+_MAX_RAW_KEY = 200
+_SPLIT_URLS = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+class _Failed(enum.Enum):
+    FAILED = "FAILED"
+
+
+_FAILED: Final = _Failed.FAILED
+
+
+class _Call:
+    """Ask the driver to call ``tiers[tier].<method>(*args)`` (or its async twin)."""
+
+    __slots__ = ("args", "meta", "method", "tier")
+
+    def __init__(self, tier: int, method: str, args: tuple[Any, ...], meta: bool = False) -> None:
+        self.tier = tier
+        self.method = method
+        self.args = args
+        #: Bookkeeping call (generation counter, lease): kept out of hit/miss counts.
+        self.meta = meta
+
+
+class _Sleep:
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+class _Compute:
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+
+
+_Step = _Call | _Sleep | _Compute
+Plan = Generator[_Step, Any, T]
+
+
+class _Health:
+    __slots__ = ("breaker", "failing", "stats")
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+        self.stats = TierStats()
+        self.failing = False
+
+
+class _Flight:
+    __slots__ = ("error", "event", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+_LIVE: weakref.WeakSet[TieredCache] = weakref.WeakSet()
+
+
+class TieredCache:
+    """A cache over ordered tiers, fastest first.
+
+    * ``get`` reads the tiers in order; a hit in a slower tier is copied into the faster ones
+      with the time it has left (the expiry travels inside the stored envelope).
+    * ``set`` writes every tier; each tier's own ``ttl`` caps the entry's lifetime there.
+    * ``get_or_set`` runs ``compute`` once for N concurrent misses in this process, and once
+      across processes when a shared tier (Redis, else disk) can hold a short lease.
+    * ``clear`` bumps the namespace's generation counter, an O(1) write: old entries become
+      unreachable at once in this process and within ``generation_refresh`` seconds in
+      others, then age out. It never flushes a database or scans a keyspace.
+    * A tier that raises or times out is a miss, counted in :meth:`stats`, logged once per
+      outage, and skipped by its circuit breaker until a probe succeeds.
+
+    Values are bytes or JSON-compatible. Use :meth:`from_urls` or :meth:`default` to build one.
+
+    Example::
+
+        cache = TieredCache.from_urls("memory://?max_bytes=64MB", "disk:///tmp/app",
+                                      namespace="app", ttl="1d")
+        cache.set("greeting", {"text": "hi"})
+        cache.get("greeting")    # {'text': 'hi'}
+    """
+
+    def __init__(
+        self,
+        tiers: Sequence[Tier],
+        *,
+        namespace: str = "default",
+        ttl: float | str | None = None,
+        compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
+        generation_refresh: float = 1.0,
+        lock_timeout: float = 60.0,
+        breaker_threshold: int = 3,
+        breaker_backoff: float = 1.0,
+        breaker_max_backoff: float = 30.0,
+    ) -> None:
+        if not tiers:
+            raise ConfigurationError("TieredCache needs at least one tier")
+        if not all(isinstance(t, Tier) for t in tiers):
+            raise ConfigurationError("every tier must be a stratacache.tiers.Tier instance")
+        if generation_refresh < 0 or lock_timeout <= 0 or breaker_threshold < 1:
+            raise ConfigurationError(
+                "generation_refresh must be >= 0, lock_timeout > 0 and breaker_threshold >= 1"
+            )
+        self.namespace = check_namespace(namespace)
+        self.ttl = parse_duration(ttl)
+        self.tiers: tuple[Tier, ...] = tuple(tiers)
+        self.compress_threshold = compress_threshold
+        self.generation_refresh = generation_refresh
+        self.lock_timeout = lock_timeout
+        self._health = [
+            _Health(CircuitBreaker(breaker_threshold, breaker_backoff, breaker_max_backoff))
+            for _ in self.tiers
+        ]
+        self._shared = tuple(i for i, t in enumerate(self.tiers) if t.shared)
+        # Slowest shared tier that can lease: the widest audience for cross-process locks.
+        self._lease_tier = next(
+            (i for i in reversed(self._shared) if isinstance(self.tiers[i], LeaseSupport)), None
+        )
+        self._gens: dict[str, tuple[int, float]] = {}
+        self._requests = {"hits": 0, "misses": 0}
+        self._flights: dict[tuple[str, str], _Flight] = {}
+        self._flights_lock = threading.Lock()
+        self._aflights: dict[tuple[int, str, str], asyncio.Future[Any]] = {}
+        self._closed = False
+        _LIVE.add(self)
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_urls(cls, *urls: str, **options: Any) -> TieredCache:
+        """Build from tier URLs in lookup order, fastest first.
+
+        ``memory://?max_bytes=256MB&ttl=5m``, ``disk:///path?max_bytes=10GB``,
+        ``redis://host:6379/0``, ``rediss://…`` (TLS), ``redis+cluster://h1:p1,h2:p2``.
+        Keyword options are those of :class:`TieredCache` (``namespace``, ``ttl``, …).
+        """
+        if not urls:
+            raise ConfigurationError("from_urls needs at least one tier URL, e.g. 'memory://'")
+        if len(urls) == 1 and _SPLIT_URLS.search(urls[0]):
+            urls = tuple(u.strip() for u in _SPLIT_URLS.split(urls[0]))
+        return cls([tier_from_url(u) for u in urls], **options)
+
+    @classmethod
+    def default(cls, **options: Any) -> TieredCache:
+        """The embedded default: memory + disk under ``$STRATACACHE_DIR`` or the user cache dir.
+
+        ``$STRATACACHE_URLS`` (comma-separated URLs) replaces the tiers without code changes.
+        If the disk directory cannot be opened, the cache runs in memory and says so once.
+        """
+        env = os.environ.get("STRATACACHE_URLS", "").strip()
+        if env:
+            return cls.from_urls(
+                *(u.strip() for u in _SPLIT_URLS.split(env) if u.strip()), **options
+            )
+        memory = tier_from_url("memory://?max_bytes=256MB")
+        try:
+            disk = tier_from_url(f"disk://{default_dir() / 'disk'}?max_bytes=1GB")
+        except ConfigurationError as exc:
+            logger.warning("stratacache: %s; running with the memory tier only", exc)
+            return cls([memory], **options)
+        return cls([memory, disk], **options)
+
+    def with_namespace(self, namespace: str) -> TieredCache:
+        """A view of the same tiers under another namespace (shares tiers, stats, breakers)."""
+        view = copy.copy(self)
+        view.namespace = check_namespace(namespace)
+        return view
+
+    # -- keys and generations ----------------------------------------------------------------
+
+    def _gen_key(self, namespace: str) -> str:
+        return f"{META_PREFIX}{namespace}:gen"
+
+    def _refresh_generation(self, namespace: str) -> Plan[int]:
+        """Read the namespace generation from every shared tier; the highest one wins and is
+        written back to tiers that lag (a restarted Redis, a disk that missed a clear)."""
+        known = self._gens.get(namespace, (0, 0.0))[0]
+        key = self._gen_key(namespace)
+        seen: dict[int, int] = {}
+        for i in self._shared:
+            raw = yield _Call(i, "get", (key,), meta=True)
+            if raw is _FAILED:
+                continue
+            try:
+                seen[i] = int(raw) if isinstance(raw, bytes) else 0
+            except ValueError:
+                seen[i] = 0
+        gen = max([known, *seen.values()])
+        for i, value in seen.items():
+            if value < gen:
+                yield _Call(i, "set", (key, str(gen).encode(), None), meta=True)
+        self._gens[namespace] = (gen, time.monotonic())
+        return gen
+
+    def _prefix(self, namespace: str | None = None) -> Plan[str]:
+        ns = namespace or self.namespace
+        entry = self._gens.get(ns)
+        if entry is not None and (
+            not self._shared or time.monotonic() - entry[1] < self.generation_refresh
+        ):
+            gen = entry[0]
+        else:
+            gen = yield from self._refresh_generation(ns)
+        return f"sc:{ns}:{gen}:"
+
+    def _pkey(self, key: str) -> Plan[str]:
+        storage_key = self._storage_key(key)
+        prefix = yield from self._prefix()
+        return prefix + storage_key
+
+    @staticmethod
+    def _storage_key(key: str) -> str:
+        if not isinstance(key, str):
+            raise SerializationError(f"cache keys must be str, got {type(key).__name__!r}")
+        if len(key) <= _MAX_RAW_KEY:
+            return "k:" + key
+        return "h:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    # -- plans -------------------------------------------------------------------------------
+
+    def _tier_ttl(self, i: int, ttl: float | None) -> float | None:
+        cap = self.tiers[i].ttl
+        if ttl is None:
+            return cap
+        return ttl if cap is None else min(ttl, cap)
+
+    def _resolve_ttl(self, ttl: float | str | None) -> float | None:
+        return self.ttl if ttl is None else parse_duration(ttl)
+
+    def _accept(self, i: int, pk: str, data: bytes, now: float) -> Plan[Any]:
+        """Decode a hit from tier ``i``; drop it if corrupt or expired; else promote it."""
+        try:
+            value, expires_at = decode(data)
+        except DecodeError as exc:
+            self._health[i].stats.corrupt += 1
+            logger.warning(
+                "stratacache: %s returned an unusable entry (%s); deleted", self.tiers[i].name, exc
+            )
+            yield _Call(i, "delete", (pk,))
+            return MISS
+        if expires_at is not None and expires_at <= now:
+            yield _Call(i, "delete", (pk,))
+            return MISS
+        remaining = None if expires_at is None else expires_at - now
+        for j in range(i):
+            yield _Call(j, "set", (pk, data, self._tier_ttl(j, remaining)))
+        return value
+
+    def _get_plan(self, key: str) -> Plan[Any]:
+        pk = yield from self._pkey(key)
+        now = time.time()
+        for i in range(len(self.tiers)):
+            data = yield _Call(i, "get", (pk,))
+            if isinstance(data, bytes):
+                value = yield from self._accept(i, pk, data, now)
+                if value is not MISS:
+                    self._requests["hits"] += 1
+                    return value
+        self._requests["misses"] += 1
+        return MISS
+
+    def _get_many_plan(self, keys: Iterable[str]) -> Plan[dict[str, Any]]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        prefix = yield from self._prefix()
+        by_pk = {prefix + self._storage_key(k): k for k in wanted}
+        pending = list(by_pk)
+        found: dict[str, Any] = {}
+        promote: dict[int, list[SetEntry]] = {}
+        now = time.time()
+        for i in range(len(self.tiers)):
+            if not pending:
+                break
+            got = yield _Call(i, "get_many", (pending,))
+            if got is _FAILED:
+                continue
+            corrupt: list[str] = []
+            for pk, data in got.items():
+                try:
+                    value, expires_at = decode(data)
+                except DecodeError:
+                    self._health[i].stats.corrupt += 1
+                    corrupt.append(pk)
+                    continue
+                if expires_at is not None and expires_at <= now:
+                    continue
+                found[pk] = value
+                remaining = None if expires_at is None else expires_at - now
+                for j in range(i):
+                    promote.setdefault(j, []).append((pk, data, self._tier_ttl(j, remaining)))
+            for pk in corrupt:
+                yield _Call(i, "delete", (pk,))
+            pending = [pk for pk in pending if pk not in found]
+        for j, entries in promote.items():
+            yield _Call(j, "set_many", (entries,))
+        self._requests["hits"] += len(found)
+        self._requests["misses"] += len(pending)
+        return {by_pk[pk]: value for pk, value in found.items()}
+
+    def _envelope(self, value: Any, ttl: float | None) -> bytes:
+        return encode(value, time.time() + ttl if ttl else None, self.compress_threshold)
+
+    def _set_plan(self, key: str, value: Any, ttl: float | None) -> Plan[None]:
+        data = self._envelope(value, ttl)
+        pk = yield from self._pkey(key)
+        for i in range(len(self.tiers)):
+            yield _Call(i, "set", (pk, data, self._tier_ttl(i, ttl)))
+
+    def _set_many_plan(self, items: Mapping[str, Any], ttl: float | None) -> Plan[None]:
+        if not items:
+            return
+        encoded = [(k, self._envelope(v, ttl)) for k, v in items.items()]
+        prefix = yield from self._prefix()
+        for i in range(len(self.tiers)):
+            tier_ttl = self._tier_ttl(i, ttl)
+            entries = [(prefix + self._storage_key(k), d, tier_ttl) for k, d in encoded]
+            yield _Call(i, "set_many", (entries,))
+
+    def _delete_plan(self, key: str) -> Plan[None]:
+        pk = yield from self._pkey(key)
+        for i in range(len(self.tiers)):
+            yield _Call(i, "delete", (pk,))
+
+    def _clear_plan(self, namespace: str) -> Plan[None]:
+        gen = yield from self._refresh_generation(namespace)
+        key = self._gen_key(namespace)
+        for i in self._shared:
+            yield _Call(i, "set", (key, str(gen + 1).encode(), None), meta=True)
+        self._gens[namespace] = (gen + 1, time.monotonic())
+
+    def _fill_plan(self, key: str, compute: Callable[[], Any], ttl: float | None) -> Plan[Any]:
+        """After a miss: take the cross-process lease (or wait for its holder's value),
+        compute, store, release."""
+        lease = self._lease_tier
+        token: str | None = None
+        lease_key = ""
+        if lease is not None:
+            pk = yield from self._pkey(key)
+            lease_key = f"{META_PREFIX}lease:{pk}"
+            candidate = os.urandom(16).hex()
+            deadline = time.monotonic() + self.lock_timeout
+            delay = 0.005
+            while True:
+                got = yield _Call(
+                    lease, "acquire_lease", (lease_key, candidate, self.lock_timeout), meta=True
+                )
+                if got is True:
+                    token = candidate
+                    break
+                if got is _FAILED or time.monotonic() > deadline:
+                    break  # lease tier down or holder too slow: compute ourselves
+                yield _Sleep(delay)
+                delay = min(delay * 2, 0.2)
+                value = yield from self._get_plan(key)
+                if value is not MISS:
+                    return value
+        try:
+            value = yield _Compute(compute)
+            yield from self._set_plan(key, value, ttl)
+        finally:
+            if token is not None and lease is not None:
+                yield _Call(lease, "release_lease", (lease_key, token), meta=True)
+        return value
+
+    # -- drivers -----------------------------------------------------------------------------
+
+    def _ok(self, call: _Call, result: Any, elapsed: float) -> None:
+        health = self._health[call.tier]
+        if health.breaker.success() or health.failing:
+            health.failing = False
+            logger.info("stratacache: tier %s recovered", self.tiers[call.tier].name)
+        if call.meta:
+            return
+        stats = health.stats
+        method = call.method
+        if method == "get":
+            stats.read_latency.append(elapsed)
+            if isinstance(result, bytes):
+                stats.hits += 1
+                stats.bytes_read += len(result)
+            else:
+                stats.misses += 1
+        elif method == "get_many":
+            stats.read_latency.append(elapsed)
+            stats.hits += len(result)
+            stats.misses += len(call.args[0]) - len(result)
+            stats.bytes_read += sum(map(len, result.values()))
+        elif method == "set":
+            stats.write_latency.append(elapsed)
+            stats.writes += 1
+            stats.bytes_written += len(call.args[1])
+        elif method == "set_many":
+            stats.write_latency.append(elapsed)
+            stats.writes += len(call.args[0])
+            stats.bytes_written += sum(len(e[1]) for e in call.args[0])
+
+    def _fail(self, call: _Call, exc: Exception) -> _Failed:
+        health = self._health[call.tier]
+        health.stats.errors += 1
+        opened = health.breaker.failure(time.monotonic())
+        name = self.tiers[call.tier].name
+        if not health.failing:
+            # Once per outage: a dead Redis must not write a warning per request.
+            health.failing = True
+            logger.warning(
+                "stratacache: tier %s failed on %s (%s: %s); serving it as a miss and "
+                "retrying it with back-off until it recovers",
+                name, call.method, type(exc).__name__, exc,
+            )  # fmt: skip
+        else:
+            logger.debug(
+                "stratacache: tier %s failed again (breaker opened: %s): %r", name, opened, exc
+            )
+        return _FAILED
+
+    def _skip(self, call: _Call) -> bool:
+        if self._health[call.tier].breaker.allow(time.monotonic()):
+            return False
+        self._health[call.tier].stats.skipped += 1
+        return True
+
+    def _call_tier(self, call: _Call) -> Any:
+        if self._skip(call):
+            return _FAILED
+        start = time.perf_counter()
+        try:
+            result = getattr(self.tiers[call.tier], call.method)(*call.args)
+        except Exception as exc:
+            return self._fail(call, exc)
+        self._ok(call, result, time.perf_counter() - start)
+        return result
+
+    async def _acall_tier(self, call: _Call) -> Any:
+        if self._skip(call):
+            return _FAILED
+        start = time.perf_counter()
+        try:
+            result = await getattr(self.tiers[call.tier], "a" + call.method)(*call.args)
+        except Exception as exc:
+            return self._fail(call, exc)
+        self._ok(call, result, time.perf_counter() - start)
+        return result
+
+    def _drive(self, plan: Plan[T]) -> T:
+        try:
+            step = next(plan)
+            while True:
+                try:
+                    if type(step) is _Call:
+                        result = self._call_tier(step)
+                    elif type(step) is _Sleep:
+                        time.sleep(step.seconds)
+                        result = None
+                    else:
+                        assert isinstance(step, _Compute)
+                        result = step.fn()
+                except BaseException as exc:  # only the user's compute can raise here
+                    step = plan.throw(exc)
+                else:
+                    step = plan.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _adrive(self, plan: Plan[T]) -> T:
+        import asyncio
+
+        try:
+            step = next(plan)
+            while True:
+                try:
+                    if type(step) is _Call:
+                        result = await self._acall_tier(step)
+                    elif type(step) is _Sleep:
+                        await asyncio.sleep(step.seconds)
+                        result = None
+                    else:
+                        assert isinstance(step, _Compute)
+                        result = step.fn()
+                        if hasattr(result, "__await__"):
+                            result = await result
+                except BaseException as exc:
+                    step = plan.throw(exc)
+                else:
+                    step = plan.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    # -- public API: sync --------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value under ``key``, or ``default`` (pass ``stratacache.MISS`` to tell a stored
+        ``None`` from a miss)."""
+        value = self._drive(self._get_plan(key))
+        return default if value is MISS else value
+
+    def set(self, key: str, value: Any, ttl: float | str | None = None) -> None:
+        """Store ``value`` in every tier; ``ttl`` overrides the cache default.
+
+        :raises SerializationError: if ``value`` is neither bytes nor JSON-compatible.
+        """
+        self._drive(self._set_plan(key, value, self._resolve_ttl(ttl)))
+
+    def delete(self, key: str) -> None:
+        self._drive(self._delete_plan(key))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The found keys only, each read from the fastest tier that has it."""
+        return self._drive(self._get_many_plan(keys))
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | str | None = None) -> None:
+        self._drive(self._set_many_plan(mapping, self._resolve_ttl(ttl)))
+
+    def get_or_set(self, key: str, compute: Callable[[], T], ttl: float | str | None = None) -> T:
+        """The cached value, or ``compute()``'s result stored and returned.
+
+        Concurrent callers that miss on the same key wait for one ``compute``; if it raises,
+        they all see that exception and nothing is stored.
+        """
+        value = self.get(key, MISS)
+        if value is not MISS:
+            return value  # type: ignore[no-any-return]
+        ttl_s = self._resolve_ttl(ttl)
+        flight_key = (self.namespace, key)
+        with self._flights_lock:
+            flight = self._flights.get(flight_key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[flight_key] = _Flight()
+        if not leader:
+            flight.event.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value  # type: ignore[no-any-return]
+        try:
+            flight.value = self._drive(self._fill_plan(key, compute, ttl_s))
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._flights_lock:
+                del self._flights[flight_key]
+            flight.event.set()
+        return flight.value  # type: ignore[no-any-return]
+
+    def clear(self, namespace: str | None = None) -> None:
+        """Invalidate one namespace (default: this cache's) in O(1); other namespaces and
+        whatever else shares the Redis database are untouched."""
+        ns = check_namespace(namespace) if namespace else self.namespace
+        self._drive(self._clear_plan(ns))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for tier in self.tiers:
+            try:
+                tier.close()
+            except Exception as exc:  # closing a dead connection must not mask the caller's exit
+                logger.debug("stratacache: closing %s failed: %r", tier.name, exc)
+
+    def __enter__(self) -> TieredCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- public API: async -------------------------------------------------------------------
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        value = await self._adrive(self._get_plan(key))
+        return default if value is MISS else value
+
+    async def aset(self, key: str, value: Any, ttl: float | str | None = None) -> None:
+        await self._adrive(self._set_plan(key, value, self._resolve_ttl(ttl)))
+
+    async def adelete(self, key: str) -> None:
+        await self._adrive(self._delete_plan(key))
+
+    async def aget_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        return await self._adrive(self._get_many_plan(keys))
+
+    async def aset_many(self, mapping: Mapping[str, Any], ttl: float | str | None = None) -> None:
+        await self._adrive(self._set_many_plan(mapping, self._resolve_ttl(ttl)))
+
+    async def aget_or_set(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[T]] | Callable[[], T],
+        ttl: float | str | None = None,
+    ) -> T:
+        """Async :meth:`get_or_set`; ``compute`` may be sync or async."""
+        import asyncio
+
+        while True:
+            value = await self.aget(key, MISS)
+            if value is not MISS:
+                return value  # type: ignore[no-any-return]
+            loop = asyncio.get_running_loop()
+            flight_key = (id(loop), self.namespace, key)
+            waiting = self._aflights.get(flight_key)
+            if waiting is None:
+                break
+            try:
+                return await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                if waiting.cancelled():
+                    continue  # the leader was cancelled, not us: take over
+                raise
+        future: asyncio.Future[Any] = loop.create_future()
+        self._aflights[flight_key] = future
+        try:
+            value = await self._adrive(self._fill_plan(key, compute, self._resolve_ttl(ttl)))
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: no waiter is not an error
+            raise
+        else:
+            future.set_result(value)
+        finally:
+            self._aflights.pop(flight_key, None)
+        return value  # type: ignore[no-any-return]
+
+    async def aclear(self, namespace: str | None = None) -> None:
+        ns = check_namespace(namespace) if namespace else self.namespace
+        await self._adrive(self._clear_plan(ns))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for tier in self.tiers:
+            try:
+                await tier.aclose()
+            except Exception as exc:
+                logger.debug("stratacache: closing %s failed: %r", tier.name, exc)
+
+    async def __aenter__(self) -> TieredCache:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Request totals and, per tier: hits, misses, errors, corrupt entries, calls skipped
+        by the breaker, bytes, and p50/p99 read/write latency in microseconds."""
+        tiers = []
+        for tier, health in zip(self.tiers, self._health, strict=True):
+            try:
+                size = tier.size_bytes()
+            except Exception:
+                size = None
+            tiers.append(
+                {
+                    "name": tier.name,
+                    "kind": tier.kind,
+                    "breaker": "open" if health.breaker.is_open else "closed",
+                    "size_bytes": size,
+                    **health.stats.summary(),
+                }
+            )
+        return {"namespace": self.namespace, **self._requests, "tiers": tiers}
+
+    def __repr__(self) -> str:
+        names = ", ".join(t.name for t in self.tiers)
+        return f"<TieredCache namespace={self.namespace!r} tiers=[{names}]>"
+
+
+def live_caches() -> list[TieredCache]:
+    """Every TieredCache not yet garbage-collected (for process-wide stats)."""
+    return list(_LIVE)

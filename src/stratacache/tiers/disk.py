@@ -1,0 +1,123 @@
+"""Disk tier on diskcache: one SQLite index plus files, safe for many processes on one dir."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import diskcache
+from diskcache.core import MODE_BINARY, MODE_RAW
+
+from stratacache.errors import ConfigurationError
+from stratacache.tiers.base import META_PREFIX, MISS, LeaseSupport, Miss, SetEntry, Tier
+
+__all__ = ["DiskTier"]
+
+
+class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
+    """A diskcache ``Disk`` that can never unpickle.
+
+    diskcache unpickles any value stored in pickle mode. Our directory may be shared, and a
+    foreign writer (or an attacker with write access) could leave a pickled value under one of
+    our keys; loading it would run arbitrary code. We only ever write bytes, so every other mode
+    is foreign: it is returned as empty bytes, which the codec rejects as corrupt (a miss that
+    the cache then deletes).
+    """
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode in (MODE_RAW, MODE_BINARY):
+            return super().fetch(mode, filename, value, read)
+        return b""
+
+    def get(self, key: Any, raw: bool) -> Any:
+        # Keys are always stored raw (str); a pickled key is foreign and is never loaded.
+        return key if raw else None
+
+
+class DiskTier(Tier, LeaseSupport):
+    """Entries in a diskcache directory, bounded by ``max_bytes`` (least recently stored out).
+
+    Several processes may open the same directory: diskcache serialises writers through
+    SQLite (WAL mode). ``timeout`` bounds how long a writer waits for the lock; waiting longer
+    would make a busy cache slower than the LLM call it is meant to save.
+
+    Namespace generations and leases go to a second, unbounded store in ``<dir>/meta`` so that
+    size-based eviction can never drop a generation counter and resurrect cleared entries.
+    """
+
+    kind = "disk"
+    shared = True
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        max_bytes: int = 1024**3,
+        *,
+        ttl: float | None = None,
+        timeout: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        if max_bytes <= 0:
+            raise ConfigurationError(f"disk tier max_bytes must be positive, got {max_bytes}")
+        super().__init__(ttl=ttl, name=name)
+        self.directory = Path(directory).expanduser()
+        self.max_bytes = max_bytes
+        try:
+            self._cache = diskcache.Cache(
+                str(self.directory),
+                timeout=timeout,
+                disk=_BytesOnlyDisk,
+                size_limit=max_bytes,
+                eviction_policy="least-recently-stored",
+            )
+            self._meta = diskcache.Cache(
+                str(self.directory / "meta"),
+                timeout=timeout,
+                disk=_BytesOnlyDisk,
+                eviction_policy="none",
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot open disk cache directory {str(self.directory)!r}: {exc}. "
+                "Point disk:// (or $STRATACACHE_DIR) at a writable directory."
+            ) from exc
+
+    def _store(self, key: str) -> diskcache.Cache:
+        return self._meta if key.startswith(META_PREFIX) else self._cache
+
+    def get(self, key: str) -> bytes | Miss:
+        data = self._store(key).get(key, default=MISS, retry=False)
+        return data if isinstance(data, bytes) else MISS
+
+    def set(self, key: str, data: bytes, ttl: float | None) -> None:
+        self._store(key).set(key, data, expire=ttl, retry=False)
+
+    def delete(self, key: str) -> None:
+        self._store(key).delete(key, retry=False)
+
+    def set_many(self, entries: Iterable[SetEntry]) -> None:
+        # One transaction: N writes cost one commit instead of N.
+        with self._cache.transact(retry=False):
+            for key, data, ttl in entries:
+                self._store(key).set(key, data, expire=ttl, retry=False)
+
+    def clear(self) -> None:
+        self._cache.clear(retry=False)
+        self._meta.clear(retry=False)
+
+    def size_bytes(self) -> int:
+        return int(self._cache.volume())
+
+    def close(self) -> None:
+        self._cache.close()
+        self._meta.close()
+
+    def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
+        return bool(self._meta.add(key, token.encode(), expire=ttl, retry=False))
+
+    def release_lease(self, key: str, token: str) -> None:
+        with self._meta.transact(retry=False):
+            if self._meta.get(key, retry=False) == token.encode():
+                self._meta.delete(key, retry=False)

@@ -1,0 +1,252 @@
+"""Redis tier on redis-py: plain Redis 7 / Valkey, TLS, and Redis Cluster.
+
+Only plain string commands are used (GET, SET PX, MGET, UNLINK, one compare-and-delete
+script), so any Redis-compatible server works without modules. Every key is independent,
+which keeps the tier Cluster-safe without hash tags: multi-key reads use MGET on a single
+node and ``mget_nonatomic`` (split by slot) on a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from stratacache.errors import ConfigurationError, missing_extra
+from stratacache.tiers.base import MISS, LeaseSupport, Miss, SetEntry, Tier
+
+__all__ = ["RedisTier"]
+
+_RELEASE_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_SCHEMES = {"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"}
+
+
+def _px(ttl: float | None) -> int | None:
+    return None if ttl is None else max(1, int(ttl * 1000))
+
+
+def _cluster_nodes(netloc: str) -> list[tuple[str, int]]:
+    nodes = []
+    for part in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(
+                f"bad cluster node {part!r}: write redis+cluster://host:port,host:port"
+            )
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+class RedisTier(Tier, LeaseSupport):
+    """Entries in Redis (or a Redis Cluster) with ``SET ... PX`` expiry.
+
+    ``timeout`` is short on purpose: a cache that waits seconds for a sick server is worse than
+    no cache. Clients retry once without back-off (enough to replace a connection that a
+    server restart closed); longer outages are handled by the tiered cache's circuit breaker.
+    Connections are opened on first use, so a server that is down at start-up is a miss, not
+    a crash. Async calls use a client per event loop, because redis-py's asyncio connections
+    belong to the loop that opened them.
+    """
+
+    kind = "redis"
+    shared = True
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        ttl: float | None = None,
+        timeout: float = 0.5,
+        connect_timeout: float = 0.5,
+        max_connections: int = 64,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(ttl=ttl, name=name)
+        parts = urlsplit(url)
+        if parts.scheme not in _SCHEMES:
+            raise ConfigurationError(
+                f"unsupported Redis URL scheme {parts.scheme!r}; use one of {sorted(_SCHEMES)}"
+            )
+        if timeout <= 0 or connect_timeout <= 0 or max_connections <= 0:
+            raise ConfigurationError(
+                "Redis timeout, connect_timeout and max_connections must be > 0"
+            )
+        self.cluster = parts.scheme.endswith("+cluster")
+        self._nodes = _cluster_nodes(parts.netloc) if self.cluster else []
+        scheme = parts.scheme.removesuffix("+cluster")
+        self._url = urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+        self._options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": connect_timeout,
+            "max_connections": max_connections,
+        }
+        if self.cluster:
+            self._options["ssl"] = scheme == "rediss"
+            if parts.password:
+                self._options["password"] = parts.password
+            if parts.username:
+                self._options["username"] = parts.username
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        try:
+            import redis  # noqa: F401
+        except ImportError as exc:
+            raise missing_extra("redis", "redis") from exc
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def _retry(self, asynchronous: bool) -> Any:
+        from redis.backoff import NoBackoff
+
+        if asynchronous:
+            from redis.asyncio.retry import Retry as AsyncRetry
+
+            return AsyncRetry(NoBackoff(), 1)
+        from redis.retry import Retry
+
+        return Retry(NoBackoff(), 1)
+
+    def _sync(self) -> Any:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                if self.cluster:
+                    from redis.cluster import ClusterNode, RedisCluster
+
+                    self._client = RedisCluster(
+                        startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],  # type: ignore[no-untyped-call]
+                        retry=self._retry(False),
+                        **self._options,
+                    )
+                else:
+                    import redis
+
+                    self._client = redis.Redis.from_url(
+                        self._url, retry=self._retry(False), **self._options
+                    )
+            return self._client
+
+    def _async(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            if self.cluster:
+                from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+                client = RedisCluster(
+                    startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
+                    retry=self._retry(True),
+                    **self._options,
+                )
+            else:
+                import redis.asyncio
+
+                client = redis.asyncio.Redis.from_url(
+                    self._url, retry=self._retry(True), **self._options
+                )
+            self._aclients[loop] = client
+        return client
+
+    # -- sync ------------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | Miss:
+        data = self._sync().get(key)
+        return MISS if data is None else bytes(data)
+
+    def set(self, key: str, data: bytes, ttl: float | None) -> None:
+        self._sync().set(key, data, px=_px(ttl))
+
+    def delete(self, key: str) -> None:
+        self._sync().unlink(key)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        client = self._sync()
+        values = client.mget_nonatomic(keys) if self.cluster else client.mget(keys)
+        return {k: bytes(v) for k, v in zip(keys, values, strict=True) if v is not None}
+
+    def set_many(self, entries: Iterable[SetEntry]) -> None:
+        pipe = self._sync().pipeline(transaction=False)
+        for key, data, ttl in entries:
+            pipe.set(key, data, px=_px(ttl))
+        pipe.execute()
+
+    def clear(self) -> None:
+        """Unlink every key stratacache wrote (``sc:*``, ``scmeta:*``); never FLUSHDB."""
+        client = self._sync()
+        batch: list[str] = []
+        for key in client.scan_iter(match="sc*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                self._unlink(client, batch)
+                batch = []
+        if batch:
+            self._unlink(client, batch)
+
+    def _unlink(self, client: Any, keys: list[str]) -> None:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.unlink(key)
+        pipe.execute()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
+        return bool(self._sync().set(key, token, nx=True, px=_px(ttl)))
+
+    def release_lease(self, key: str, token: str) -> None:
+        self._sync().eval(_RELEASE_LUA, 1, key, token)
+
+    # -- async -----------------------------------------------------------------------------
+
+    async def aget(self, key: str) -> bytes | Miss:
+        data = await self._async().get(key)
+        return MISS if data is None else bytes(data)
+
+    async def aset(self, key: str, data: bytes, ttl: float | None) -> None:
+        await self._async().set(key, data, px=_px(ttl))
+
+    async def adelete(self, key: str) -> None:
+        await self._async().unlink(key)
+
+    async def aget_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        client = self._async()
+        values = await (client.mget_nonatomic(keys) if self.cluster else client.mget(keys))
+        return {k: bytes(v) for k, v in zip(keys, values, strict=True) if v is not None}
+
+    async def aset_many(self, entries: Iterable[SetEntry]) -> None:
+        pipe = self._async().pipeline(transaction=False)
+        for key, data, ttl in entries:
+            pipe.set(key, data, px=_px(ttl))
+        await pipe.execute()
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self._aclients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+        self.close()
+
+    async def aacquire_lease(self, key: str, token: str, ttl: float) -> bool:
+        return bool(await self._async().set(key, token, nx=True, px=_px(ttl)))
+
+    async def arelease_lease(self, key: str, token: str) -> None:
+        await self._async().eval(_RELEASE_LUA, 1, key, token)
