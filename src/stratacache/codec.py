@@ -15,8 +15,10 @@ bytes would be remote code execution.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any, Final
 
 from stratacache.errors import SerializationError, TierError
@@ -28,8 +30,25 @@ _MAGIC: Final = b"SC"
 _HEADER = struct.Struct(">2sBBdI")
 _FLAG_ZLIB: Final = 0x01
 _FLAG_BYTES: Final = 0x02
+#: The JSON payload holds no NaN/Infinity and no integer beyond 64 bits, so orjson (about 4x
+#: faster than json on a typical 2 KB LLM response) decodes it to exactly the same value.
+_FLAG_PLAIN_JSON: Final = 0x04
 #: Below this the CPU spent on zlib costs more than the bytes it saves on the wire.
 DEFAULT_COMPRESS_THRESHOLD: Final = 16 * 1024
+
+
+def _fast_loads() -> Callable[[bytes], Any]:
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a dependency; stay correct without it
+        return json.loads
+    return orjson.loads
+
+
+#: Set on first decode; importing orjson at ``import stratacache`` time would cost the budget.
+_orjson_loads: Callable[[bytes], Any] | None = None
+#: A run of 19+ digits may be an integer beyond 64 bits, which orjson would turn into a float.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
 
 
 class DecodeError(TierError):
@@ -51,7 +70,13 @@ def encode(
         flags |= _FLAG_BYTES
     else:
         try:
-            payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+            try:
+                text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+                payload = text.encode()
+                if _LONG_DIGITS.search(payload) is None:
+                    flags |= _FLAG_PLAIN_JSON
+            except ValueError:  # NaN or Infinity: keep them, decode with json
+                payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"cannot store a {type(value).__name__!r}: values must be bytes or "
@@ -89,9 +114,17 @@ def decode(data: bytes) -> tuple[Any, float | None]:
     payload = memoryview(data)[_HEADER.size :]
     if zlib.crc32(payload) != crc:
         raise DecodeError("checksum mismatch (corrupt entry)")
+    global _orjson_loads
     try:
         raw = zlib.decompress(payload) if flags & _FLAG_ZLIB else bytes(payload)
-        value = raw if flags & _FLAG_BYTES else json.loads(raw)
+        if flags & _FLAG_BYTES:
+            value: Any = raw
+        elif flags & _FLAG_PLAIN_JSON:
+            if _orjson_loads is None:
+                _orjson_loads = _fast_loads()
+            value = _orjson_loads(raw)
+        else:
+            value = json.loads(raw)
     except (zlib.error, ValueError) as exc:
         raise DecodeError(f"undecodable payload: {exc}") from exc
     return value, expires_at or None

@@ -138,7 +138,7 @@ def _strip_messages(messages: Any) -> Any:
     id is replaced by its order of appearance; the structure of the conversation is kept.
     """
     if not isinstance(messages, list | tuple):
-        return messages
+        return canonicalize(messages)
     ids: dict[str, str] = {}
 
     def alias(raw: Any) -> Any:
@@ -195,7 +195,8 @@ def make_key(
         True
     """
     check_namespace(namespace)
-    payload = {k: v for k, v in params.items() if k not in TRANSPORT_FIELDS}
-    payload["model"] = model
-    payload["messages"] = _strip_messages(messages)
-    return f"{KEY_VERSION}:{namespace}:{digest(payload)}"
+    payload = canonicalize({k: v for k, v in params.items() if k not in TRANSPORT_FIELDS})
+    payload["model"] = canonicalize(model)
+    payload["messages"] = _strip_messages(messages)  # canonicalised on the way
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"{KEY_VERSION}:{namespace}:{hashlib.sha256(text.encode()).hexdigest()}"

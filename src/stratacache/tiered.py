@@ -244,20 +244,27 @@ class TieredCache:
         self._gens[namespace] = (gen, time.monotonic())
         return gen
 
-    def _prefix(self, namespace: str | None = None) -> Plan[str]:
-        ns = namespace or self.namespace
+    def _known_prefix(self) -> str | None:
+        """The key prefix when the cached generation is still fresh: the hit path's case,
+        answered without entering a plan."""
+        ns = self.namespace
         entry = self._gens.get(ns)
         if entry is not None and (
             not self._shared or time.monotonic() - entry[1] < self.generation_refresh
         ):
-            gen = entry[0]
-        else:
-            gen = yield from self._refresh_generation(ns)
-        return f"sc:{ns}:{gen}:"
+            return f"sc:{ns}:{entry[0]}:"
+        return None
+
+    def _prefix(self) -> Plan[str]:
+        prefix = self._known_prefix()
+        if prefix is None:
+            gen = yield from self._refresh_generation(self.namespace)
+            prefix = f"sc:{self.namespace}:{gen}:"
+        return prefix
 
     def _pkey(self, key: str) -> Plan[str]:
         storage_key = self._storage_key(key)
-        prefix = yield from self._prefix()
+        prefix = self._known_prefix() or (yield from self._prefix())
         return prefix + storage_key
 
     @staticmethod

@@ -13,7 +13,12 @@ import stratacache as sc
 from stratacache.codec import DecodeError, decode, encode, expires_at_of
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text()
+    | st.floats(allow_nan=False)
+    | st.integers(min_value=2**63 - 10, max_value=2**80),
     lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c, max_size=5),
     max_leaves=20,
 )
@@ -30,6 +35,20 @@ def test_bytes_round_trip_and_stay_bytes(value: bytes) -> None:
     assert decoded == value
     assert isinstance(decoded, bytes)
     assert expires == 123.5
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**64, -(2**63) - 1, [2**70, "12345678901234567890"], float("inf"), {"x": float("-inf")}],
+)
+def test_values_a_fast_parser_would_change_round_trip_exactly(value: Any) -> None:
+    assert decode(encode(value))[0] == value
+    assert type(decode(encode(value))[0]) is type(value)
+
+
+def test_nan_round_trips() -> None:
+    value = decode(encode({"x": float("nan")}))[0]
+    assert value["x"] != value["x"]
 
 
 def test_large_values_are_compressed() -> None:
