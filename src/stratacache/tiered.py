@@ -204,9 +204,12 @@ class TieredCache:
             return cls.from_urls(
                 *(u.strip() for u in _SPLIT_URLS.split(env) if u.strip()), **options
             )
-        memory = tier_from_url("memory://?max_bytes=256MB")
+        from stratacache.tiers.disk import DiskTier
+        from stratacache.tiers.memory import MemoryTier
+
+        memory = MemoryTier(256 * 1024**2)
         try:
-            disk = tier_from_url(f"disk://{default_dir() / 'disk'}?max_bytes=1GB")
+            disk = DiskTier(default_dir() / "disk", 1024**3)
         except ConfigurationError as exc:
             logger.warning("stratacache: %s; running with the memory tier only", exc)
             return cls([memory], **options)
