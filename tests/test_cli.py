@@ -38,6 +38,7 @@ def test_stats_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert stats.returncode == 0, stats.stderr
     assert '"kind": "disk"' in stats.stdout
     cleared = run("clear", env_dir=tmp_path)
-    assert cleared.returncode == 0 and "cleared namespace 'default'" in cleared.stdout
+    assert cleared.returncode == 0
+    assert "cleared namespace 'default'" in cleared.stdout
     with sc.TieredCache.default(namespace="default") as cache:
         assert cache.get("k") is None
