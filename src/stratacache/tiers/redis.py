@@ -47,8 +47,9 @@ class RedisTier(Tier, LeaseSupport):
     """Entries in Redis (or a Redis Cluster) with ``SET ... PX`` expiry.
 
     ``timeout`` is short on purpose: a cache that waits seconds for a sick server is worse than
-    no cache. Clients retry once without back-off (enough to replace a connection that a
-    server restart closed); longer outages are handled by the tiered cache's circuit breaker.
+    no cache. Clients retry a failed connection once without back-off (enough to replace a
+    connection that a server restart closed) but never a timeout; longer outages are handled
+    by the tiered cache's circuit breaker.
     Connections are opened on first use, so a server that is down at start-up is a miss, not
     a crash. Async calls use a client per event loop, because redis-py's asyncio connections
     belong to the loop that opened them.
@@ -105,15 +106,18 @@ class RedisTier(Tier, LeaseSupport):
     # -- clients ---------------------------------------------------------------------------
 
     def _retry(self, asynchronous: bool) -> Any:
+        # Retry only a refused/reset connection (a restarted server closed our pooled socket);
+        # a timeout is not retried, so a hung server costs one timeout per call, not two.
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         if asynchronous:
             from redis.asyncio.retry import Retry as AsyncRetry
 
-            return AsyncRetry(NoBackoff(), 1)
+            return AsyncRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         from redis.retry import Retry
 
-        return Retry(NoBackoff(), 1)
+        return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
     def _sync(self) -> Any:
         client = self._client
