@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 __all__ = ["CircuitBreaker"]
 
@@ -32,12 +33,13 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self._failures >= self.threshold
 
-    def allow(self, now: float) -> bool:
-        """May the tier be called now? In the open state, lets exactly one probe through."""
+    def allow(self) -> bool:
+        """May the tier be called now? In the open state, lets exactly one probe through.
+        The closed state, the hot path, costs one comparison and no clock read."""
         if self._failures < self.threshold:
             return True
         with self._lock:
-            if self._probing or now < self._open_until:
+            if self._probing or time.monotonic() < self._open_until:
                 return False
             self._probing = True
             return True

@@ -112,12 +112,12 @@ def decode(data: bytes) -> tuple[Any, float | None]:
         raise DecodeError("not a stratacache entry (bad magic)")
     if version != CODEC_VERSION:
         raise DecodeError(f"entry written by codec version {version}, this is {CODEC_VERSION}")
-    payload = memoryview(data)[_HEADER.size :]
+    payload = data[_HEADER.size :]
     if zlib.crc32(payload) != crc:
         raise DecodeError("checksum mismatch (corrupt entry)")
     global _orjson_loads
     try:
-        raw = zlib.decompress(payload) if flags & _FLAG_ZLIB else bytes(payload)
+        raw = zlib.decompress(payload) if flags & _FLAG_ZLIB else payload
         if flags & _FLAG_BYTES:
             value: Any = raw
         elif flags & _FLAG_PLAIN_JSON:

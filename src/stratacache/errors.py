@@ -18,6 +18,9 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "DependencyError",
+    "GraphCycleError",
+    "RateLimitTimeout",
+    "RequestTooLargeError",
     "SerializationError",
     "StrataCacheError",
     "TierError",
@@ -50,3 +53,15 @@ def missing_extra(package: str, extra: str) -> DependencyError:
         f"{package} is required for this feature; install it with "
         f"`pip install 'stratacache[{extra}]'`"
     )
+
+
+class RequestTooLargeError(StrataCacheError, ValueError):
+    """One request needs more tokens than the limiter can ever grant; it would wait forever."""
+
+
+class RateLimitTimeout(StrataCacheError, TimeoutError):
+    """The rate limiter could not grant a request within the caller's ``timeout``."""
+
+
+class GraphCycleError(ConfigurationError):
+    """A task graph for ``stratacache.batching.run_graph`` has a dependency cycle."""

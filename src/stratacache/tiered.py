@@ -289,35 +289,39 @@ class TieredCache:
     def _resolve_ttl(self, ttl: float | str | None) -> float | None:
         return self.ttl if ttl is None else parse_duration(ttl)
 
-    def _accept(self, i: int, pk: str, data: bytes, now: float) -> Plan[Any]:
-        """Decode a hit from tier ``i``; drop it if corrupt or expired; else promote it."""
+    def _judge(self, i: int, data: bytes, now: float) -> tuple[Any, float | None]:
+        """Decode a hit from tier ``i`` into ``(value, seconds left)``; ``(MISS, None)`` when
+        it is corrupt, foreign or expired, and the caller deletes it."""
         try:
             value, expires_at = decode(data)
         except DecodeError as exc:
-            self._health[i].stats.corrupt += 1
-            logger.warning(
-                "stratacache: %s returned an unusable entry (%s); deleted", self.tiers[i].name, exc
-            )
-            yield _Call(i, "delete", (pk,))
-            return MISS
-        if expires_at is not None and expires_at <= now:
-            yield _Call(i, "delete", (pk,))
-            return MISS
-        remaining = None if expires_at is None else expires_at - now
-        for j in range(i):
-            yield _Call(j, "set", (pk, data, self._tier_ttl(j, remaining)))
-        return value
+            stats = self._health[i].stats
+            stats.corrupt += 1
+            log = logger.warning if stats.corrupt == 1 else logger.debug
+            log("stratacache: %s held an unusable entry (%s); deleted it", self.tiers[i].name, exc)
+            return MISS, None
+        if expires_at is None:
+            return value, None
+        if expires_at <= now:
+            return MISS, None
+        return value, expires_at - now
 
     def _get_plan(self, key: str) -> Plan[Any]:
-        pk = yield from self._pkey(key)
+        storage_key = self._storage_key(key)
+        pk = (self._known_prefix() or (yield from self._prefix())) + storage_key
         now = time.time()
         for i in range(len(self.tiers)):
             data = yield _Call(i, "get", (pk,))
-            if isinstance(data, bytes):
-                value = yield from self._accept(i, pk, data, now)
-                if value is not MISS:
-                    self._requests["hits"] += 1
-                    return value
+            if type(data) is not bytes:
+                continue
+            value, remaining = self._judge(i, data, now)
+            if value is MISS:
+                yield _Call(i, "delete", (pk,))
+                continue
+            for j in range(i):  # promote with the time it has left, never a fresh TTL
+                yield _Call(j, "set", (pk, data, self._tier_ttl(j, remaining)))
+            self._requests["hits"] += 1
+            return value
         self._requests["misses"] += 1
         return MISS
 
@@ -337,22 +341,14 @@ class TieredCache:
             got = yield _Call(i, "get_many", (pending,))
             if got is _FAILED:
                 continue
-            corrupt: list[str] = []
             for pk, data in got.items():
-                try:
-                    value, expires_at = decode(data)
-                except DecodeError:
-                    self._health[i].stats.corrupt += 1
-                    corrupt.append(pk)
-                    continue
-                if expires_at is not None and expires_at <= now:
+                value, remaining = self._judge(i, data, now)
+                if value is MISS:
+                    yield _Call(i, "delete", (pk,))
                     continue
                 found[pk] = value
-                remaining = None if expires_at is None else expires_at - now
                 for j in range(i):
                     promote.setdefault(j, []).append((pk, data, self._tier_ttl(j, remaining)))
-            for pk in corrupt:
-                yield _Call(i, "delete", (pk,))
             pending = [pk for pk in pending if pk not in found]
         for j, entries in promote.items():
             yield _Call(j, "set_many", (entries,))
@@ -477,7 +473,7 @@ class TieredCache:
         return _FAILED
 
     def _skip(self, call: _Call) -> bool:
-        if self._health[call.tier].breaker.allow(time.monotonic()):
+        if self._health[call.tier].breaker.allow():
             return False
         self._health[call.tier].stats.skipped += 1
         return True
