@@ -4,8 +4,11 @@
 
     StrataCacheError                  base: catch this to catch everything of ours
     ├── ConfigurationError            a bad URL, option, size or TTL; raised at construction
+    │   └── GraphCycleError           a run_graph task graph with a dependency cycle
     ├── SerializationError            a value that cannot be stored (not bytes / JSON-compatible)
     ├── DependencyError               an optional extra is not installed (names the extra)
+    ├── RequestTooLargeError          one request needs more tokens than a minute's budget
+    ├── RateLimitTimeout              the limiter could not grant a request within ``timeout``
     └── TierError                     a tier failed; internal, never reaches a cache caller
 
 A failing tier is never an exception for the caller of a cache method: ``TierError`` is
