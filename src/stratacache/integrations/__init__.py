@@ -1,0 +1,3 @@
+"""Framework adapters. Each subpackage imports its framework; this package imports nothing."""
+
+from __future__ import annotations

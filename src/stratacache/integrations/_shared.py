@@ -1,0 +1,83 @@
+"""Helpers every framework adapter needs: one shared default cache, failures that stay quiet.
+
+Adapters must never raise into the user's chain because of the cache, yet a silent cache is
+undebuggable. So every adapter failure is counted and logged once per (adapter, kind) at
+WARNING, then at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stratacache.tiered import TieredCache
+
+__all__ = ["AdapterStats", "default_cache", "kind_namespace"]
+
+logger = logging.getLogger("stratacache")
+
+_default: TieredCache | None = None
+_default_lock = threading.Lock()
+
+
+def default_cache() -> TieredCache:
+    """The process-wide ``TieredCache.default()``, created on first use.
+
+    Shared so that LLM, embedding and retriever adapters (and other frameworks' adapters) built
+    without an explicit cache use one memory budget and one disk directory, not one each.
+    """
+    global _default
+    cache = _default
+    if cache is None:
+        with _default_lock:
+            if _default is None:
+                from stratacache.tiered import TieredCache
+
+                _default = TieredCache.default()
+            cache = _default
+    return cache
+
+
+def kind_namespace(cache: TieredCache, kind: str, namespace: str | None) -> TieredCache:
+    """A view of ``cache`` under the adapter's own namespace.
+
+    Per-kind namespaces make ``clear()`` on one adapter leave the others' entries alone. A
+    user namespace (``myapp``) is kept as a prefix (``myapp.lc-llm``) so apps sharing a Redis
+    stay apart; an explicit ``namespace`` wins.
+    """
+    if namespace:
+        return cache.with_namespace(namespace)
+    if cache.namespace in ("default", ""):
+        return cache.with_namespace(kind)
+    return cache.with_namespace(f"{cache.namespace}.{kind}"[:64])
+
+
+class AdapterStats:
+    """Counters of what an adapter did, plus the once-per-kind warning."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.counts: dict[str, int] = {}
+        self._warned: set[str] = set()
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
+    def problem(self, what: str, message: str, *args: Any) -> None:
+        """Count a problem that was turned into a miss or a skipped write; log it once."""
+        self.count(what)
+        if what in self._warned:
+            logger.debug("stratacache %s: " + message, self.name, *args)
+            return
+        self._warned.add(what)
+        logger.warning(
+            "stratacache %s: " + message + " (served as a cache miss; further occurrences are "
+            "logged at DEBUG and counted in .stats())",
+            self.name,
+            *args,
+        )
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
