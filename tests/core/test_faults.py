@@ -95,6 +95,7 @@ def test_pickled_values_in_a_shared_disk_dir_are_never_loaded(tmp_path: Path) ->
     foreign.set(pk, Exploit())
     foreign.close()
     cache = sc.TieredCache.from_urls(f"disk://{tmp_path}/d", namespace="t")
+    assert cache.get_many(["k"]) == {}
     assert cache.get("k", MISS) is MISS
     assert not marker.exists()
     cache.close()

@@ -60,6 +60,13 @@ def test_get_many_returns_only_present_keys(tier: Tier) -> None:
     assert tier.get_many(["sc:a", "sc:c"]) == {"sc:a": b"1"}
 
 
+def test_get_many_of_large_values(tier: Tier) -> None:
+    """Large values live in files on the disk tier and in big bulk strings in Redis."""
+    big = {f"sc:big:{i}": bytes([i]) * 200_000 for i in range(3)}
+    tier.set_many([(k, v, None) for k, v in big.items()])
+    assert tier.get_many([*big, "sc:none"]) == big
+
+
 def test_many_keys_spread_over_slots(tier: Tier) -> None:
     entries = [(f"sc:bulk:{i}", f"v{i}".encode(), None) for i in range(300)]
     tier.set_many(entries)
