@@ -12,7 +12,6 @@ plans treat like a miss. Nothing a tier does can raise into the caller.
 
 from __future__ import annotations
 
-import copy
 import enum
 import hashlib
 import logging
@@ -174,6 +173,9 @@ class TieredCache:
         self._flights_lock = threading.Lock()
         self._aflights: dict[tuple[int, str, str], asyncio.Future[Any]] = {}
         self._closed = False
+        #: How to build this cache again in another process: ``(urls or None for default(),
+        #: options)``; None for a cache built from tier objects, which cannot be pickled.
+        self._recipe: tuple[tuple[str, ...] | None, dict[str, Any]] | None = None
         _LIVE.add(self)
 
     # -- construction ------------------------------------------------------------------------
@@ -190,7 +192,9 @@ class TieredCache:
             raise ConfigurationError("from_urls needs at least one tier URL, e.g. 'memory://'")
         if len(urls) == 1 and _SPLIT_URLS.search(urls[0]):
             urls = tuple(u.strip() for u in _SPLIT_URLS.split(urls[0]))
-        return cls([tier_from_url(u) for u in urls], **options)
+        cache = cls([tier_from_url(u) for u in urls], **options)
+        cache._recipe = (tuple(urls), dict(options))
+        return cache
 
     @classmethod
     def default(cls, **options: Any) -> TieredCache:
@@ -212,12 +216,28 @@ class TieredCache:
             disk = DiskTier(default_dir() / "disk", 1024**3)
         except ConfigurationError as exc:
             logger.warning("stratacache: %s; running with the memory tier only", exc)
-            return cls([memory], **options)
-        return cls([memory, disk], **options)
+            cache = cls([memory], **options)
+        else:
+            cache = cls([memory, disk], **options)
+        cache._recipe = (None, dict(options))
+        return cache
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle by configuration, not by content: a worker process (multiprocessing,
+        IngestionPipeline workers) re-opens the same shared tiers and starts an empty memory
+        tier. Only caches built by :meth:`from_urls` or :meth:`default` know how."""
+        if self._recipe is None:
+            raise TypeError(
+                "a TieredCache built from tier objects cannot be pickled; build it with "
+                "TieredCache.from_urls(...) or TieredCache.default() to use it in other processes"
+            )
+        urls, options = self._recipe
+        return (_rebuild, (urls, {**options, "namespace": self.namespace}))
 
     def with_namespace(self, namespace: str) -> TieredCache:
         """A view of the same tiers under another namespace (shares tiers, stats, breakers)."""
-        view = copy.copy(self)
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)  # not copy.copy: that would go through __reduce__
         view.namespace = check_namespace(namespace)
         return view
 
@@ -727,6 +747,12 @@ class TieredCache:
     def __repr__(self) -> str:
         names = ", ".join(t.name for t in self.tiers)
         return f"<TieredCache namespace={self.namespace!r} tiers=[{names}]>"
+
+
+def _rebuild(urls: tuple[str, ...] | None, options: dict[str, Any]) -> TieredCache:
+    return (
+        TieredCache.default(**options) if urls is None else TieredCache.from_urls(*urls, **options)
+    )
 
 
 def live_caches() -> list[TieredCache]:

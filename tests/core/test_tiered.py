@@ -320,3 +320,20 @@ def test_three_tiers_with_cluster(tmp_path: Path, cluster_url: str) -> None:
     assert fresh.get("k1", MISS) is MISS
     cache.close()
     fresh.close()
+
+
+def test_pickles_by_configuration(tmp_path: Path) -> None:
+    import pickle
+
+    cache = sc.TieredCache.from_urls("memory://", f"disk://{tmp_path}/d", namespace="t", ttl=60)
+    cache.set("k", "shared through disk")
+    view = cache.with_namespace("other")
+    view.set("k", "in the other namespace")
+    clone = pickle.loads(pickle.dumps(cache))
+    assert clone is not cache and clone.ttl == 60
+    assert clone.get("k") == "shared through disk"
+    assert pickle.loads(pickle.dumps(view)).get("k") == "in the other namespace"
+    with pytest.raises(TypeError, match="from_urls"):
+        pickle.dumps(sc.TieredCache([MemoryTier()]))
+    clone.close()
+    cache.close()

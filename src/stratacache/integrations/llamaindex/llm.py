@@ -1,0 +1,631 @@
+"""``CachedLLM``: exact-match caching for any LlamaIndex LLM (LlamaIndex has no LLM cache).
+
+``complete``, ``chat``, ``stream_complete``, ``stream_chat`` and their async twins are cached;
+sync and async share entries. Keys hold an allow-listed, secret-free model identity (model,
+temperature, max_tokens, ...), the messages (without ``CachePoint`` markers) and the call
+kwargs, so tools and ``tool_choice`` passed by ``chat_with_tools`` are part of the key.
+Streams replay chunk by chunk and are stored only once fully consumed; errors, empty answers
+and interrupted streams are never stored.
+
+Two wrapper classes exist so that ``isinstance(llm, FunctionCallingLLM)`` keeps holding;
+``CachedLLM(x)`` picks the right one. The wrapper is left undecorated on purpose: a hit fires
+no ``LLMChatStartEvent`` (nothing was sent) but a :class:`CacheHitEvent`, and a miss fires the
+inner model's own events once.
+
+:func:`patch_llm` applies the same logic to an existing object (for engines that captured it
+before ``install()``), which also keeps provider overrides such as ``OpenAI.structured_predict``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
+from typing import Any, TypeVar, cast
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    TextBlock,
+)
+from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import LLM, ToolSelection
+
+from stratacache._stats import GLOBAL_SAVINGS
+from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
+from stratacache.integrations.llamaindex._keys import (
+    Uncacheable,
+    jsonable,
+    llm_identity,
+    messages_for_key,
+)
+from stratacache.integrations.llamaindex.embedding import count_tokens
+from stratacache.integrations.llamaindex.events import CacheHitEvent, CacheMissEvent, emit
+from stratacache.integrations.llamaindex.ratelimit import metered, settle, usage_of
+from stratacache.keys import TRANSPORT_FIELDS, make_key
+from stratacache.tiered import TieredCache
+from stratacache.tiers.base import MISS
+
+__all__ = ["CachedFunctionCallingLLM", "CachedLLM", "LLMCacher", "patch_llm", "unpatch_llm"]
+
+R = TypeVar("R", ChatResponse, CompletionResponse)
+_FORMAT = 1
+
+
+def _text_of(resp: Any) -> str:
+    if isinstance(resp, ChatResponse):
+        return resp.message.content or ""
+    return str(getattr(resp, "text", "") or "")
+
+
+def _empty(resp: Any) -> bool:
+    if isinstance(resp, ChatResponse):
+        msg = resp.message
+        if msg.content or msg.additional_kwargs.get("tool_calls"):
+            return False
+        return not any(not isinstance(b, TextBlock) for b in msg.blocks)
+    return not _text_of(resp)
+
+
+def _dump(resp: Any) -> dict[str, Any]:
+    data: dict[str, Any] = resp.model_dump(mode="json", exclude={"raw"})
+    return data
+
+
+def _prompt_text(payload: Any) -> str:
+    if isinstance(payload, dict):
+        return str(payload.get("prompt", ""))
+    parts = []
+    for m in payload:
+        for b in m.get("blocks", ()):
+            if isinstance(b, dict) and isinstance(b.get("text"), str):
+                parts.append(b["text"])
+    return "\n".join(parts)
+
+
+class LLMCacher:
+    """Keying, lookup, encoding and store logic for one cache, shared by all LLM methods."""
+
+    def __init__(
+        self, cache: TieredCache, *, ttl: float | str | None, model_id: str | None
+    ) -> None:
+        self.cache = cache
+        self.ttl = ttl
+        self.model_id = model_id
+        self.stats = AdapterStats("llamaindex.CachedLLM")
+
+    # -- shared logic -------------------------------------------------------------------------
+
+    def key(self, llm: Any, method: str, payload: Any, kwargs: dict[str, Any]) -> str | None:
+        try:
+            ident: Any = self.model_id or llm_identity(llm)
+            clean = {k: v for k, v in kwargs.items() if k not in TRANSPORT_FIELDS}
+            messages = payload if isinstance(payload, list) else None
+            prompt = payload if isinstance(payload, dict) else None
+            return make_key(
+                messages=messages, namespace="li", llm=ident, method=method, prompt=prompt,
+                kwargs=jsonable(clean),
+            )  # fmt: skip
+        except Uncacheable as exc:
+            self.stats.problem("uncacheable", "call not cached: %s", exc)
+        except Exception as exc:
+            self.stats.problem("key_errors", "could not build a key (%s: %s)",
+                               type(exc).__name__, exc)  # fmt: skip
+        return None
+
+    def accept(self, raw: Any, key: str, method: str) -> dict[str, Any] | None:
+        """A usable stored entry, or None (counted as a miss)."""
+        if raw is not MISS:
+            if isinstance(raw, dict) and raw.get("v") == _FORMAT and ("r" in raw or "s" in raw):
+                tokens = raw.get("t") if isinstance(raw.get("t"), int) else None
+                self.stats.count("hits")
+                GLOBAL_SAVINGS.record_hit(tokens=tokens or 0)
+                emit(CacheHitEvent, kind="llm", method=method, key=key, tokens=tokens)
+                return raw
+            self.stats.problem("bad_entries", "an unusable cache entry was ignored")
+        self.stats.count("misses")
+        GLOBAL_SAVINGS.record_miss()
+        emit(CacheMissEvent, kind="llm", method=method, key=key)
+        return None
+
+    def decode(self, entry: dict[str, Any], cls: type[R]) -> R | None:
+        try:
+            return cls.model_validate(entry["r"])
+        except Exception as exc:
+            self.stats.problem("bad_entries", "unusable cache entry ignored (%s)", exc)
+            return None
+
+    def decode_stream(self, entry: dict[str, Any], cls: type[R]) -> list[R] | None:
+        try:
+            return [cls.model_validate(c) for c in entry["s"]]
+        except Exception as exc:
+            self.stats.problem("bad_entries", "unusable cache entry ignored (%s)", exc)
+            return None
+
+    def encode(self, resp: Any, tokens: int | None) -> dict[str, Any] | None:
+        if _empty(resp):
+            self.stats.count("skipped_empty")
+            return None
+        try:
+            return {"v": _FORMAT, "r": _dump(resp), "t": tokens}
+        except Exception as exc:
+            self.stats.problem("skipped_writes", "response not cached: %s", exc)
+            return None
+
+    def encode_stream(self, chunks: list[Any], tokens: int | None) -> dict[str, Any] | None:
+        if not chunks or _empty(chunks[-1]):
+            self.stats.count("skipped_empty")
+            return None
+        try:
+            return {"v": _FORMAT, "s": [_dump(c) for c in chunks], "t": tokens}
+        except Exception as exc:
+            self.stats.problem("skipped_writes", "stream not cached: %s", exc)
+            return None
+
+    @staticmethod
+    def estimator(llm: Any, payload: Any, kwargs: dict[str, Any]) -> Callable[[], int]:
+        def estimate() -> int:
+            budget = kwargs.get("max_tokens") or getattr(llm, "max_tokens", None)
+            if not isinstance(budget, int) or budget <= 0:
+                budget = llm.metadata.num_output if llm.metadata.num_output > 0 else 256
+            return count_tokens([_prompt_text(payload)]) + budget
+
+        return estimate
+
+    @staticmethod
+    def tokens(resp: Any, payload: Any) -> int:
+        used = usage_of(resp)
+        if used is None:
+            used = count_tokens([_prompt_text(payload), _text_of(resp)])
+        return used
+
+    # -- sync ---------------------------------------------------------------------------------
+
+    def call(
+        self, llm: Any, method: str, payload: Any, kwargs: dict[str, Any],
+        invoke: Callable[[], R], cls: type[R],
+    ) -> R:  # fmt: skip
+        key = self.key(llm, method, payload, kwargs)
+        if key is not None:
+            entry = self.accept(self.cache.get(key, MISS), key, method)
+            hit = None if entry is None else self.decode(entry, cls)
+            if hit is not None:
+                return hit
+        with metered(llm, self.estimator(llm, payload, kwargs)) as scope:
+            resp = invoke()
+        tokens = usage_of(resp)
+        settle(scope, tokens if tokens is not None or scope is None else self.tokens(resp, payload))
+        value = None if key is None else self.encode(resp, tokens)
+        if key is not None and value is not None:
+            self.cache.set(key, value, ttl=self.ttl)
+        return resp
+
+    def stream(
+        self, llm: Any, method: str, payload: Any, kwargs: dict[str, Any],
+        invoke: Callable[[], Generator[R, None, None]], cls: type[R],
+    ) -> Generator[R, None, None]:  # fmt: skip
+        key = self.key(llm, method, payload, kwargs)
+        if key is not None:
+            entry = self.accept(self.cache.get(key, MISS), key, method)
+            replay = None if entry is None else self.decode_stream(entry, cls)
+            if replay is not None:
+                return (r for r in replay)
+        with metered(llm, self.estimator(llm, payload, kwargs)) as scope:
+            source = invoke()
+
+        def record() -> Generator[R, None, None]:
+            chunks: list[R] = []
+            for chunk in source:
+                chunks.append(chunk)
+                yield chunk
+            # Reached only when the stream ran to its end: partial streams are never stored.
+            tokens = usage_of(chunks[-1]) if chunks else None
+            settle(scope, tokens if tokens is not None or scope is None or not chunks
+                   else self.tokens(chunks[-1], payload))  # fmt: skip
+            value = None if key is None else self.encode_stream(chunks, tokens)
+            if key is not None and value is not None:
+                self.cache.set(key, value, ttl=self.ttl)
+
+        return record()
+
+    # -- async --------------------------------------------------------------------------------
+
+    async def acall(
+        self, llm: Any, method: str, payload: Any, kwargs: dict[str, Any],
+        invoke: Callable[[], Awaitable[R]], cls: type[R],
+    ) -> R:  # fmt: skip
+        key = self.key(llm, method, payload, kwargs)
+        if key is not None:
+            entry = self.accept(await self.cache.aget(key, MISS), key, method)
+            hit = None if entry is None else self.decode(entry, cls)
+            if hit is not None:
+                return hit
+        with metered(llm, self.estimator(llm, payload, kwargs)) as scope:
+            resp = await invoke()
+        tokens = usage_of(resp)
+        settle(scope, tokens if tokens is not None or scope is None else self.tokens(resp, payload))
+        value = None if key is None else self.encode(resp, tokens)
+        if key is not None and value is not None:
+            await self.cache.aset(key, value, ttl=self.ttl)
+        return resp
+
+    async def astream(
+        self, llm: Any, method: str, payload: Any, kwargs: dict[str, Any],
+        invoke: Callable[[], Awaitable[AsyncGenerator[R, None]]], cls: type[R],
+    ) -> AsyncGenerator[R, None]:  # fmt: skip
+        key = self.key(llm, method, payload, kwargs)
+        if key is not None:
+            entry = self.accept(await self.cache.aget(key, MISS), key, method)
+            replay = None if entry is None else self.decode_stream(entry, cls)
+            if replay is not None:
+
+                async def replayed() -> AsyncGenerator[R, None]:
+                    for r in replay:
+                        yield r
+
+                return replayed()
+        with metered(llm, self.estimator(llm, payload, kwargs)) as scope:
+            source = await invoke()
+
+        async def record() -> AsyncGenerator[R, None]:
+            chunks: list[R] = []
+            async for chunk in source:
+                chunks.append(chunk)
+                yield chunk
+            tokens = usage_of(chunks[-1]) if chunks else None
+            settle(scope, tokens if tokens is not None or scope is None or not chunks
+                   else self.tokens(chunks[-1], payload))  # fmt: skip
+            value = None if key is None else self.encode_stream(chunks, tokens)
+            if key is not None and value is not None:
+                await self.cache.aset(key, value, ttl=self.ttl)
+
+        return record()
+
+
+def _make_cacher(
+    cache: TieredCache | None, namespace: str | None, ttl: float | str | None, model_id: str | None
+) -> LLMCacher:
+    base = cache if cache is not None else default_cache()
+    if not isinstance(base, TieredCache):
+        raise TypeError(f"cache must be a stratacache.TieredCache, not {type(base).__name__}")
+    return LLMCacher(kind_namespace(base, "li-llm", namespace), ttl=ttl, model_id=model_id)
+
+
+def _cp(prompt: str, formatted: bool) -> dict[str, Any]:
+    return {"prompt": prompt, "formatted": formatted}
+
+
+class CachedLLM(LLM):
+    """``CachedLLM(OpenAI(...), cache=cache)``: a drop-in LLM that answers repeats from cache.
+
+    :param llm: the model to wrap (positional); a ``FunctionCallingLLM`` gives a
+        :class:`CachedFunctionCallingLLM`, which still works in agents and ``structured_predict``.
+    :param cache: the tiers; default: the process-wide ``TieredCache.default()``.
+    :param namespace: default ``li-llm`` (or ``<cache namespace>.li-llm``).
+    :param ttl: lifetime of new entries (seconds or ``"1h"``).
+    :param model_id: replace the automatic model identity in keys (e.g. to share entries
+        between two clients of the same deployment).
+    """
+
+    inner: SerializeAsAny[LLM]
+    _cacher: LLMCacher = PrivateAttr()
+
+    def __new__(cls, llm: Any = None, *args: Any, **kwargs: Any) -> CachedLLM:
+        if cls is CachedLLM and isinstance(llm, FunctionCallingLLM):
+            cls = CachedFunctionCallingLLM
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        llm: LLM,
+        cache: TieredCache | None = None,
+        *,
+        namespace: str | None = None,
+        ttl: float | str | None = None,
+        model_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # The high-level LLM methods (predict, structured_predict, ...) read these fields on
+        # the wrapper itself, so they must be the inner model's.
+        for name in ("system_prompt", "messages_to_prompt", "completion_to_prompt",
+                     "output_parser", "pydantic_program_mode", "query_wrapper_prompt",
+                     "callback_manager"):  # fmt: skip
+            kwargs.setdefault(name, getattr(llm, name))
+        super().__init__(inner=llm, **kwargs)  # type: ignore[call-arg]
+        self._cacher = _make_cacher(cache, namespace, ttl, model_id)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "CachedLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return self.inner.metadata
+
+    def stats(self) -> dict[str, Any]:
+        return {**self._cacher.stats.snapshot(), "cache": self._cacher.cache.stats()}
+
+    def clear(self) -> None:
+        """Drop every cached answer of this wrapper's namespace (O(1))."""
+        self._cacher.cache.clear()
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return self._cacher.call(
+            self.inner, "complete", _cp(prompt, formatted), kwargs,
+            lambda: self.inner.complete(prompt, formatted=formatted, **kwargs), CompletionResponse,
+        )  # fmt: skip
+
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        return self._cacher.stream(
+            self.inner, "stream_complete", _cp(prompt, formatted), kwargs,
+            lambda: self.inner.stream_complete(prompt, formatted=formatted, **kwargs),
+            CompletionResponse,
+        )  # fmt: skip
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._cacher.call(
+            self.inner, "chat", messages_for_key(messages), kwargs,
+            lambda: self.inner.chat(messages, **kwargs), ChatResponse,
+        )  # fmt: skip
+
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        return self._cacher.stream(
+            self.inner, "stream_chat", messages_for_key(messages), kwargs,
+            lambda: self.inner.stream_chat(messages, **kwargs), ChatResponse,
+        )  # fmt: skip
+
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        return await self._cacher.acall(
+            self.inner, "complete", _cp(prompt, formatted), kwargs,
+            lambda: self.inner.acomplete(prompt, formatted=formatted, **kwargs),
+            CompletionResponse,
+        )  # fmt: skip
+
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        return await self._cacher.astream(
+            self.inner, "stream_complete", _cp(prompt, formatted), kwargs,
+            lambda: self.inner.astream_complete(prompt, formatted=formatted, **kwargs),
+            CompletionResponse,
+        )  # fmt: skip
+
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await self._cacher.acall(
+            self.inner, "chat", messages_for_key(messages), kwargs,
+            lambda: self.inner.achat(messages, **kwargs), ChatResponse,
+        )  # fmt: skip
+
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        return await self._cacher.astream(
+            self.inner, "stream_chat", messages_for_key(messages), kwargs,
+            lambda: self.inner.astream_chat(messages, **kwargs), ChatResponse,
+        )  # fmt: skip
+
+
+class CachedFunctionCallingLLM(CachedLLM, FunctionCallingLLM):
+    """A :class:`CachedLLM` that is also a ``FunctionCallingLLM`` (agents, programs, tools).
+
+    ``chat_with_tools`` (inherited) prepares kwargs through the inner model's plumbing and then
+    calls the cached ``chat``, so the tool specs end up in the key and tool calls are replayed
+    as the ``ToolCallBlock``s the inner model produced.
+    """
+
+    inner: SerializeAsAny[FunctionCallingLLM]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "CachedFunctionCallingLLM"
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        return self.inner._prepare_chat_with_tools_compat(
+            tools, user_msg=user_msg, chat_history=chat_history, verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required,
+            **kwargs,
+        )  # fmt: skip
+
+    def _validate_chat_with_tools_response(
+        self,
+        response: ChatResponse,
+        tools: Sequence[Any],
+        allow_parallel_tool_calls: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        return self.inner._validate_chat_with_tools_response(
+            response, tools, allow_parallel_tool_calls=allow_parallel_tool_calls, **kwargs
+        )
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        return self.inner.get_tool_calls_from_response(
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )
+
+
+# -- in-place mode ----------------------------------------------------------------------------
+
+_PATCHED = "__stratacache_llm__"
+_LLM_METHODS = (
+    "complete", "stream_complete", "chat", "stream_chat",
+    "acomplete", "astream_complete", "achat", "astream_chat",
+)  # fmt: skip
+#: Objects whose cached method is running in this context: a CustomLLM's chat() calls its own
+#: complete(), which must pass straight through instead of being cached (and metered) again.
+_active: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "stratacache_llamaindex_active", default=frozenset()
+)
+
+
+def patch_llm(
+    llm: LLM,
+    cache: TieredCache | None = None,
+    *,
+    namespace: str | None = None,
+    ttl: float | str | None = None,
+    model_id: str | None = None,
+) -> LLM:
+    """Cache an existing LLM object in place; ``unpatch_llm`` undoes it.
+
+    Instance attributes shadow the eight call methods, so every holder of this object (query
+    engines, agents built earlier) goes through the cache, and the class's own higher-level
+    methods (e.g. ``OpenAI.structured_predict``) keep running.
+    """
+    if _PATCHED in vars(llm):
+        return llm
+    cacher = _make_cacher(cache, namespace, ttl, model_id)
+    cls = type(llm)
+    orig = {name: getattr(cls, name).__get__(llm) for name in _LLM_METHODS}
+    me = id(llm)
+
+    def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            token = _active.set(_active.get() | {me})
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _active.reset(token)
+
+        return run
+
+    def nested() -> bool:
+        return me in _active.get()
+
+    def complete(prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+        def call() -> Any:
+            return orig["complete"](prompt, formatted=formatted, **kw)
+
+        if nested():
+            return cast(CompletionResponse, call())
+        out: CompletionResponse = guarded(cacher.call)(
+            llm, "complete", _cp(prompt, formatted), kw, call, CompletionResponse
+        )
+        return out
+
+    def stream_complete(prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponseGen:
+        def call() -> Any:
+            return orig["stream_complete"](prompt, formatted=formatted, **kw)
+
+        if nested():
+            return cast(CompletionResponseGen, call())
+        out: CompletionResponseGen = guarded(cacher.stream)(
+            llm, "stream_complete", _cp(prompt, formatted), kw, call, CompletionResponse
+        )
+        return out
+
+    def chat(messages: Sequence[ChatMessage], **kw: Any) -> ChatResponse:
+        def call() -> Any:
+            return orig["chat"](messages, **kw)
+
+        if nested():
+            return cast(ChatResponse, call())
+        out: ChatResponse = guarded(cacher.call)(
+            llm, "chat", messages_for_key(messages), kw, call, ChatResponse
+        )
+        return out
+
+    def stream_chat(messages: Sequence[ChatMessage], **kw: Any) -> ChatResponseGen:
+        def call() -> Any:
+            return orig["stream_chat"](messages, **kw)
+
+        if nested():
+            return cast(ChatResponseGen, call())
+        out: ChatResponseGen = guarded(cacher.stream)(
+            llm, "stream_chat", messages_for_key(messages), kw, call, ChatResponse
+        )
+        return out
+
+    async def aguarded(coro: Awaitable[Any]) -> Any:
+        token = _active.set(_active.get() | {me})
+        try:
+            return await coro
+        finally:
+            _active.reset(token)
+
+    async def acomplete(prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+        def call() -> Any:
+            return orig["acomplete"](prompt, formatted=formatted, **kw)
+
+        if nested():
+            return cast(CompletionResponse, await call())
+        out: CompletionResponse = await aguarded(
+            cacher.acall(llm, "complete", _cp(prompt, formatted), kw, call, CompletionResponse)
+        )
+        return out
+
+    async def astream_complete(
+        prompt: str, formatted: bool = False, **kw: Any
+    ) -> CompletionResponseAsyncGen:
+        def call() -> Any:
+            return orig["astream_complete"](prompt, formatted=formatted, **kw)
+
+        if nested():
+            return cast(CompletionResponseAsyncGen, await call())
+        out: CompletionResponseAsyncGen = await aguarded(
+            cacher.astream(
+                llm, "stream_complete", _cp(prompt, formatted), kw, call, CompletionResponse
+            )
+        )
+        return out
+
+    async def achat(messages: Sequence[ChatMessage], **kw: Any) -> ChatResponse:
+        def call() -> Any:
+            return orig["achat"](messages, **kw)
+
+        if nested():
+            return cast(ChatResponse, await call())
+        out: ChatResponse = await aguarded(
+            cacher.acall(llm, "chat", messages_for_key(messages), kw, call, ChatResponse)
+        )
+        return out
+
+    async def astream_chat(messages: Sequence[ChatMessage], **kw: Any) -> ChatResponseAsyncGen:
+        def call() -> Any:
+            return orig["astream_chat"](messages, **kw)
+
+        if nested():
+            return cast(ChatResponseAsyncGen, await call())
+        out: ChatResponseAsyncGen = await aguarded(
+            cacher.astream(llm, "stream_chat", messages_for_key(messages), kw, call, ChatResponse)
+        )
+        return out
+
+    patches = {
+        "complete": complete, "stream_complete": stream_complete, "chat": chat,
+        "stream_chat": stream_chat, "acomplete": acomplete, "astream_complete": astream_complete,
+        "achat": achat, "astream_chat": astream_chat,
+    }  # fmt: skip
+    for name, fn in patches.items():
+        object.__setattr__(llm, name, fn)
+    object.__setattr__(llm, _PATCHED, cacher)
+    return llm
+
+
+def unpatch_llm(llm: LLM) -> None:
+    """Undo :func:`patch_llm` (a no-op for an unpatched model)."""
+    state = vars(llm)
+    if state.pop(_PATCHED, None) is None:
+        return
+    for name in _LLM_METHODS:
+        state.pop(name, None)

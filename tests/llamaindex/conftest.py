@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llama_index.core import Settings
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.llms import MockLLM
+from pydantic import Field
+
+import stratacache as sc
+from stratacache.testing import OpenAICompatServer
+
+
+class CountingLLM(MockLLM):
+    """MockLLM that counts the completions it really produced."""
+
+    calls: int = Field(default=0, exclude=True)
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        self.calls += 1
+        return super().complete(prompt, formatted=formatted, **kwargs)
+
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        self.calls += 1
+        return super().stream_complete(prompt, formatted=formatted, **kwargs)
+
+
+class CountingEmbedding(MockEmbedding):
+    """Deterministic, text-dependent vectors; counts texts it embedded."""
+
+    texts: int = Field(default=0, exclude=True)
+    queries: int = Field(default=0, exclude=True)
+
+    def _vec(self, text: str) -> list[float]:
+        base = sum(map(ord, text)) % 97
+        return [((base + i) % 13) / 13.0 + 0.01 for i in range(self.embed_dim)]
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        self.queries += 1
+        return self._vec(query)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        self.texts += 1
+        return self._vec(text)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embedding(text)
+
+
+@pytest.fixture(autouse=True)
+def restore_settings() -> Iterator[None]:
+    """Every test leaves llama_index Settings exactly as it found them."""
+    import stratacache.llamaindex as scli
+
+    saved = (Settings._llm, Settings._embed_model, Settings._callback_manager)
+    yield
+    scli.uninstall()
+    Settings._llm, Settings._embed_model, Settings._callback_manager = saved
+
+
+@pytest.fixture
+def tiered(tmp_path: Path) -> Iterator[sc.TieredCache]:
+    cache = sc.TieredCache.from_urls("memory://", f"disk://{tmp_path / 'disk'}")
+    yield cache
+    cache.close()
+
+
+@pytest.fixture
+def memory_cache() -> Iterator[sc.TieredCache]:
+    cache = sc.TieredCache.from_urls("memory://")
+    yield cache
+    cache.close()
+
+
+@pytest.fixture
+def llm() -> CountingLLM:
+    return CountingLLM(max_tokens=8)
+
+
+@pytest.fixture
+def emb() -> CountingEmbedding:
+    return CountingEmbedding(embed_dim=8)
+
+
+@pytest.fixture(scope="module")
+def server_module() -> Iterator[OpenAICompatServer]:
+    with OpenAICompatServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(server_module: OpenAICompatServer) -> OpenAICompatServer:
+    server_module.reset()
+    server_module.interrupt_stream_after = None
+    return server_module
