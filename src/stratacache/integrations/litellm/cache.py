@@ -1,0 +1,273 @@
+"""``LiteLLMCache``: litellm's own ``Cache`` with stratacache keys, backend and embeddings.
+
+Subclassing ``litellm.caching.caching.Cache`` (rather than only plugging a backend into it)
+is what lets us fix the three things the backend alone cannot see:
+
+* **keys** (litellm#40128): ``get_cache_key`` is litellm's single key function, called for
+  reads, writes, stream presets and per-item embedding keys; ours is order-independent;
+* **the 4-message limit**: ``max_messages`` defaults to None, so agent loops are cached;
+* **sync embeddings per item**: litellm's sync path stores a list input as one blob. Here
+  ``add_cache`` stores one entry per item (the same entries ``aembedding`` reads and writes)
+  and ``get_cache`` answers a list from those entries; on a partial hit only the missing items
+  are sent to the provider (one nested ``litellm.embedding`` call) and merged back in order.
+
+It also records, with each entry, how long the provider took, so that a hit can report the
+latency it saved (read back by :class:`~stratacache.litellm.StatsCallback`).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+from typing import Any
+
+import litellm
+from litellm.caching.caching import Cache, CacheMode
+from litellm.types.utils import EmbeddingResponse
+
+from stratacache.integrations._shared import AdapterStats
+from stratacache.integrations.litellm._keys import UNCACHEABLE, request_key
+from stratacache.integrations.litellm.backend import CacheBackend
+from stratacache.tiered import TieredCache
+
+__all__ = ["LiteLLMCache", "hit_latency"]
+
+#: litellm kwargs that belong to one call and must not be forwarded to the nested call.
+_PER_CALL = frozenset(
+    {"litellm_logging_obj", "litellm_call_id", "cache_key", "preset_cache_key", "parent_otel_span"}
+)
+
+_hit_latency: collections.OrderedDict[str, float] = collections.OrderedDict()
+_hit_lock = threading.Lock()
+_last_entry = threading.local()
+
+
+def _remember_hit(call_id: Any, latency: Any) -> None:
+    if not isinstance(call_id, str) or not isinstance(latency, int | float):
+        return
+    with _hit_lock:
+        _hit_latency[call_id] = float(latency)
+        while len(_hit_latency) > 4096:
+            _hit_latency.popitem(last=False)
+
+
+def hit_latency(call_id: Any) -> float | None:
+    """The provider latency the cached answer of call ``call_id`` originally took (once)."""
+    with _hit_lock:
+        return _hit_latency.pop(call_id, None) if isinstance(call_id, str) else None
+
+
+class LiteLLMCache(Cache):
+    """``litellm.cache = LiteLLMCache(cache)``: what :func:`~stratacache.litellm.install` sets.
+
+    :param cache: the tiers; default: the process-wide ``TieredCache.default()``.
+    :param ttl: default lifetime of entries in seconds (per-call ``cache={"ttl": n}`` wins).
+    :param namespace: the stratacache namespace of the entries (default ``litellm``).
+    :param max_messages: litellm's limit on cached conversation length; None (no limit).
+    :param mode: litellm's ``CacheMode``; ``default_off`` caches only calls that pass
+        ``cache={"use-cache": True}``.
+    :param backend: an existing :class:`CacheBackend` instead of ``cache``/``namespace``.
+    :param kwargs: any other ``litellm.Cache`` argument (``supported_call_types``, ...).
+    """
+
+    def __init__(
+        self,
+        cache: TieredCache | None = None,
+        *,
+        ttl: float | None = None,
+        namespace: str | None = None,
+        max_messages: int | None = None,
+        mode: CacheMode | None = CacheMode.default_on,
+        backend: CacheBackend | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.backend = backend if backend is not None else CacheBackend(cache, namespace=namespace)
+        super().__init__(
+            _backend=self.backend, ttl=ttl, max_messages=max_messages, mode=mode, **kwargs
+        )
+        self._stats = AdapterStats("litellm.LiteLLMCache")
+        self._keys: dict[tuple[Any, ...], str] = {}
+
+    def __repr__(self) -> str:
+        return f"<LiteLLMCache backend={self.backend!r}>"
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def get_cache_key(self, **kwargs: Any) -> str:
+        # litellm asks 2-3 times per call (lookup, write, the hit's hidden params) with the same
+        # request; the call id plus the identity of the prompt objects names it, so the key is
+        # computed once per call. It must not raise: litellm calls it outside try/except.
+        memo = (
+            kwargs.get("litellm_call_id"),
+            id(kwargs.get("messages")),
+            id(kwargs.get("input")),
+            str(kwargs.get("cache")),
+        )
+        if memo[0] is not None:
+            known = self._keys.get(memo)
+            if known is not None:
+                return known
+        key = self._compute_key(**kwargs)
+        if memo[0] is not None:
+            self._keys[memo] = key
+            if len(self._keys) > 1024:
+                with contextlib.suppress(RuntimeError, StopIteration):  # another thread trimmed
+                    self._keys.pop(next(iter(self._keys)), None)
+        return key
+
+    def _compute_key(self, **kwargs: Any) -> str:
+        try:
+            key = request_key(kwargs, self._get_model_param_value(kwargs))
+        except Exception as exc:
+            self._stats.problem(
+                "key_errors", "request not cached: no key (%s: %s)", type(exc).__name__, exc
+            )
+            return f"{UNCACHEABLE}{time.monotonic_ns()}"
+        return str(self._add_namespace_to_cache_key(key, **kwargs))
+
+    # -- entries ------------------------------------------------------------------------------
+
+    def _add_cache_logic(self, result: Any, **kwargs: Any) -> Any:
+        cache_key, cached_data, kwargs = super()._add_cache_logic(  # type: ignore[no-untyped-call]
+            result, **kwargs
+        )
+        logging_obj = kwargs.get("litellm_logging_obj")
+        started = getattr(logging_obj, "start_time", None)
+        if started is not None and "embedding" not in (result if isinstance(result, dict) else {}):
+            try:
+                latency = max(0.0, time.time() - started.timestamp())
+                cached_data = {**cached_data, "sc": {"latency": round(latency, 6)}}
+            except Exception:  # a start time we cannot read only costs the latency figure
+                self._stats.count("latency_unknown")
+        return cache_key, cached_data, kwargs
+
+    def get_cache_logic(self, cached_result: Any, max_age: float | None) -> Any:
+        value = super().get_cache_logic(cached_result, max_age)
+        meta = cached_result.get("sc") if isinstance(cached_result, dict) else None
+        _last_entry.latency = meta.get("latency") if value is not None and meta else None
+        return value
+
+    def get_cache(self, dynamic_cache_object: Any = None, **kwargs: Any) -> Any:
+        if _is_sync_embedding(kwargs):
+            return self._get_embeddings(kwargs)
+        _last_entry.latency = None
+        value = super().get_cache(dynamic_cache_object, **kwargs)
+        if value is not None:
+            _remember_hit(kwargs.get("litellm_call_id"), _last_entry.latency)
+        return value
+
+    async def async_get_cache(self, dynamic_cache_object: Any = None, **kwargs: Any) -> Any:
+        _last_entry.latency = None
+        value = await super().async_get_cache(dynamic_cache_object, **kwargs)
+        if value is not None:
+            _remember_hit(kwargs.get("litellm_call_id"), _last_entry.latency)
+        return value
+
+    def add_cache(self, result: Any, **kwargs: Any) -> None:
+        if isinstance(result, EmbeddingResponse) and "input" in kwargs:
+            self._add_embeddings(result, kwargs)
+            return
+        super().add_cache(result, **kwargs)  # type: ignore[no-untyped-call]
+
+    # -- sync embeddings, per item ------------------------------------------------------------
+
+    def _items(self, kwargs: dict[str, Any]) -> list[Any]:
+        raw = kwargs["input"]
+        return [raw] if isinstance(raw, str) else list(raw)
+
+    def _add_embeddings(self, result: EmbeddingResponse, kwargs: dict[str, Any]) -> None:
+        """Store one entry per input item, exactly as litellm's async pipeline does."""
+        try:
+            if self.should_use_cache(**kwargs) is not True:  # type: ignore[no-untyped-call]
+                return
+            items = self._items(kwargs)
+            if len(result.data) != len(items):
+                return
+            kwargs = dict(kwargs)
+            if self.ttl is not None:
+                kwargs["ttl"] = self.ttl
+            cache_list = []
+            for idx, item in enumerate(items):
+                key, data, kwargs = self.add_embedding_response_to_cache(result, item, kwargs, idx)
+                cache_list.append((key, data))
+            kwargs.pop("cache_key", None)
+            self.backend.set_cache_pipeline(cache_list, **kwargs)
+        except Exception as exc:
+            self._stats.problem("skipped_writes", "embeddings not cached: %s", exc)
+
+    def _get_embeddings(self, kwargs: dict[str, Any]) -> Any:
+        try:
+            if self.should_use_cache(**kwargs) is not True:  # type: ignore[no-untyped-call]
+                return None
+            items = self._items(kwargs)
+            keys = [self.get_cache_key(**{**kwargs, "input": item}) for item in items]
+            control = kwargs.get("cache") or {}
+            max_age = control.get("s-maxage") or control.get("s-max-age") or float("inf")
+            found = [
+                self.get_cache_logic(raw, max_age) if raw is not None else None
+                for raw in self.backend.batch_get_cache(keys)
+            ]
+            hits = [f if isinstance(f, dict) and f.get("embedding") else None for f in found]
+            if all(h is None for h in hits):
+                return None
+            missing = [i for i, h in enumerate(hits) if h is None]
+            fresh: EmbeddingResponse | None = None
+            if missing:
+                fresh = self._embed_missing(kwargs, [items[i] for i in missing])
+                if fresh is None:
+                    return None
+        except Exception as exc:
+            self._stats.problem("bad_entries", "embedding lookup failed: %s", exc)
+            return None
+        return _merge_embeddings(hits, missing, fresh, kwargs.get("model"))
+
+    def _embed_missing(self, kwargs: dict[str, Any], items: list[Any]) -> EmbeddingResponse | None:
+        """One provider call for the items the cache lacks; it stores them per item itself."""
+        call = {k: v for k, v in kwargs.items() if k not in _PER_CALL and v is not None}
+        control = dict(call.get("cache") or {})
+        control["no-cache"] = True
+        call["cache"] = control
+        call["input"] = items
+        try:
+            response = litellm.embedding(**call)
+        except Exception as exc:
+            # The outer call then sends the whole list and surfaces the provider's error itself.
+            self._stats.problem(
+                "partial_embedding_errors", "partial embedding call failed: %s", exc
+            )
+            return None
+        self._stats.count("partial_embedding_calls")
+        return response if isinstance(response, EmbeddingResponse) else None
+
+
+def _is_sync_embedding(kwargs: dict[str, Any]) -> bool:
+    call_type = getattr(kwargs.get("litellm_logging_obj"), "call_type", None)
+    return getattr(call_type, "value", call_type) == "embedding" and "input" in kwargs
+
+
+def _merge_embeddings(
+    hits: list[dict[str, Any] | None],
+    missing: list[int],
+    fresh: EmbeddingResponse | None,
+    model: Any,
+) -> dict[str, Any]:
+    """The full response dict, in input order, that litellm turns into an EmbeddingResponse."""
+    vectors: list[Any] = [h["embedding"] if h is not None else None for h in hits]
+    prompt_tokens = sum(int(h.get("prompt_tokens") or 0) for h in hits if h is not None)
+    if fresh is not None:
+        for position, item in zip(missing, fresh.data, strict=True):
+            vectors[position] = item["embedding"]
+        usage = getattr(fresh, "usage", None)
+        prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+    cached_model = next((h.get("model") for h in hits if h is not None and h.get("model")), None)
+    return {
+        "object": "list",
+        "model": cached_model or model,
+        "data": [
+            {"object": "embedding", "index": i, "embedding": vector}
+            for i, vector in enumerate(vectors)
+        ],
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import os
+
+# Before litellm is imported anywhere: never fetch the cost map from the internet.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stratacache as sc
+from stratacache.testing import OpenAICompatServer
+
+litellm = pytest.importorskip("litellm")
+
+import stratacache.litellm as scl  # noqa: E402
+from stratacache.integrations.litellm.install import CALLBACK_LISTS  # noqa: E402
+
+
+def litellm_state() -> dict[str, Any]:
+    """Everything install() may touch, compared by identity."""
+    import litellm.caching.caching_handler as handler
+
+    return {
+        "cache": id(litellm.cache),
+        "hook": id(handler._should_defer_streaming_cache_hit_callbacks),
+        **{name: [id(x) for x in getattr(litellm, name)] for name in CALLBACK_LISTS},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _litellm_untouched() -> Iterator[None]:
+    """Every test leaves litellm's globals exactly as it found them."""
+    before = litellm_state()
+    yield
+    scl.uninstall()
+    assert litellm_state() == before
+
+
+@pytest.fixture
+def tiered(tmp_path: Path) -> Iterator[sc.TieredCache]:
+    cache = sc.TieredCache.from_urls("memory://", f"disk://{tmp_path / 'disk'}")
+    yield cache
+    cache.close()
+
+
+@pytest.fixture
+def backend(tiered: sc.TieredCache) -> Iterator[scl.CacheBackend]:
+    """A bare backend; constructing one may apply the litellm#42195 patch, undone here."""
+    from stratacache.integrations.litellm._compat import revert_hit_patch
+
+    yield scl.CacheBackend(tiered)
+    revert_hit_patch()
+
+
+@pytest.fixture
+def installed(tiered: sc.TieredCache) -> Iterator[scl.Installation]:
+    yield scl.install(tiered)
+    scl.uninstall()
+
+
+@pytest.fixture(scope="module")
+def server_module() -> Iterator[OpenAICompatServer]:
+    with OpenAICompatServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(server_module: OpenAICompatServer) -> OpenAICompatServer:
+    server_module.reset()
+    server_module.interrupt_stream_after = None
+    server_module.rpm = None
+    server_module.tpm = None
+    return server_module
+
+
+def via(server: OpenAICompatServer, **kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments that send a litellm call to the loopback server."""
+    return {"api_base": server.base_url, "api_key": "test", **kwargs}
+
+
+#: Warnings litellm 1.106.2 itself triggers (pydantic schema notes, its own deprecations);
+#: ours must stay warning-free, so only these are ignored, and only for these tests.
+LITELLM_WARNINGS = (
+    "ignore:Item .* is using the `ReadOnly` qualifier:UserWarning",
+    "ignore::DeprecationWarning:litellm.*",
+    "ignore:Pydantic serializer warnings:UserWarning",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            for spec in LITELLM_WARNINGS:
+                item.add_marker(pytest.mark.filterwarnings(spec))
