@@ -22,6 +22,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import argparse
 import contextlib
+import gc
 import shutil
 import socket
 import statistics
@@ -29,7 +30,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,74 +83,99 @@ def redis_server(directory: Path) -> Iterator[int | None]:
         proc.wait(10)
 
 
-def hit_us(ops: int, rounds: int) -> float:
-    """Median µs per hit over ``rounds`` of ``ops`` hits (the entry is stored first)."""
+def call() -> Any:
+    return litellm.completion(
+        model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER, temperature=0
+    )
 
-    def call() -> Any:
-        return litellm.completion(
-            model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER, temperature=0
-        )
 
-    call()
-    time.sleep(0.05)
-    assert call()._hidden_params.get("cache_hit") is True, "not a hit"
-    for _ in range(min(ops, 50)):
-        call()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(ops):
+class Variant:
+    """One cache set-up that can be switched on and off, so rounds can interleave variants:
+    on a shared 2-core VM, timings drift by hundreds of µs from minute to minute, and
+    measuring each variant in its own time window would mostly measure the drift."""
+
+    def __init__(self, name: str, litellm_cache: Cache | None, ours: sc.TieredCache | None):
+        self.name, self.litellm_cache, self.ours = name, litellm_cache, ours
+        self.samples: list[float] = []
+
+    def __enter__(self) -> Variant:
+        if self.ours is not None:
+            scl.install(self.ours)
+        else:
+            # What `litellm.cache = Cache(...)` does on construction, and what
+            # `disable_cache()` undid on the previous exit: the "cache" callback markers.
+            litellm.cache = self.litellm_cache
+            for name in ("input_callback", "success_callback", "_async_success_callback"):
+                if "cache" not in getattr(litellm, name):
+                    getattr(litellm, name).append("cache")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.ours is not None:
+            scl.uninstall()
+        else:
+            litellm.disable_cache()
+
+    def warm(self) -> None:
+        with self:
             call()
-        samples.append((time.perf_counter() - start) / ops * 1e6)
-    return statistics.median(samples)
+            time.sleep(0.05)
+            assert call()._hidden_params.get("cache_hit") is True, f"{self.name}: not a hit"
+            for _ in range(50):
+                call()
 
-
-def with_litellm_cache(make: Callable[[], Cache], ops: int, rounds: int) -> float:
-    litellm.cache = make()
-    try:
-        return hit_us(ops, rounds)
-    finally:
-        litellm.disable_cache()
-
-
-def with_stratacache(cache: sc.TieredCache, ops: int, rounds: int) -> float:
-    scl.install(cache)
-    try:
-        return hit_us(ops, rounds)
-    finally:
-        scl.uninstall()
-        cache.close()
+    def measure(self, ops: int) -> None:
+        with self:
+            gc.disable()
+            try:
+                start = time.perf_counter()
+                for _ in range(ops):
+                    call()
+                self.samples.append((time.perf_counter() - start) / ops * 1e6)
+            finally:
+                gc.enable()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer hits (CI smoke run)")
     args = parser.parse_args()
-    ops, rounds = (200, 3) if args.quick else (1000, 7)
+    ops, rounds = (200, 3) if args.quick else (500, 9)
     # litellm 1.106.x crashes on every hit without fastapi (litellm#42195), its own caches
     # included: the same workaround serves every variant, so the comparison stays fair.
     patched = apply_hit_patch()
-    results: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as port:
         root = Path(tmp)
-        results["litellm memory (reference)"] = with_litellm_cache(Cache, ops, rounds)
-        results["litellm disk"] = with_litellm_cache(
-            lambda: Cache(type="disk", disk_cache_dir=str(root / "litellm-disk")), ops, rounds
-        )
-        results["stratacache memory+disk"] = with_stratacache(
-            sc.TieredCache.from_urls("memory://", f"disk://{root / 'sc-md'}"), ops, rounds
-        )
-        results["stratacache disk"] = with_stratacache(
-            sc.TieredCache.from_urls(f"disk://{root / 'sc-d'}"), ops, rounds
-        )
-        with redis_server(root) as port:
-            if port is not None:
-                results["litellm redis"] = with_litellm_cache(
-                    lambda: Cache(type="redis", host="127.0.0.1", port=str(port)), ops, rounds
-                )
-                results["stratacache redis"] = with_stratacache(
-                    sc.TieredCache.from_urls(f"redis://127.0.0.1:{port}/0"), ops, rounds
-                )
+        variants = [
+            Variant("litellm memory (reference)", Cache(), None),
+            Variant("litellm disk", Cache(type="disk", disk_cache_dir=str(root / "ld")), None),
+            Variant(
+                "stratacache memory+disk",
+                None,
+                sc.TieredCache.from_urls("memory://", f"disk://{root / 'sc-md'}"),
+            ),
+            Variant("stratacache disk", None, sc.TieredCache.from_urls(f"disk://{root / 'sc-d'}")),
+        ]
+        if port is not None:
+            variants += [
+                Variant(
+                    "litellm redis", Cache(type="redis", host="127.0.0.1", port=str(port)), None
+                ),
+                Variant(
+                    "stratacache redis",
+                    None,
+                    sc.TieredCache.from_urls(f"redis://127.0.0.1:{port}/0"),
+                ),
+            ]
+        for variant in variants:
+            variant.warm()
+        for _ in range(rounds):
+            for variant in variants:
+                variant.measure(ops)
+        for variant in variants:
+            if variant.ours is not None:
+                variant.ours.close()
+    results = {v.name: statistics.median(v.samples) for v in variants}
     if patched:
         revert_hit_patch()
     reference = results["litellm memory (reference)"]

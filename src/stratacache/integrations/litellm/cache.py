@@ -21,6 +21,7 @@ import collections
 import contextlib
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import litellm
@@ -89,6 +90,9 @@ class LiteLLMCache(Cache):
         )
         self._stats = AdapterStats("litellm.LiteLLMCache")
         self._keys: dict[tuple[Any, ...], str] = {}
+        #: Called with ``(call kwargs, cached response or None, latency it saved or None)`` after
+        #: every lookup; ``install()`` points it at its :class:`StatsCallback`.
+        self.on_lookup: Callable[[Mapping[str, Any], Any, float | None], None] | None = None
 
     def __repr__(self) -> str:
         return f"<LiteLLMCache backend={self.backend!r}>"
@@ -149,21 +153,25 @@ class LiteLLMCache(Cache):
         _last_entry.latency = meta.get("latency") if value is not None and meta else None
         return value
 
+    def _looked_up(self, kwargs: Mapping[str, Any], value: Any) -> Any:
+        """Shared by the sync and async lookups: remember what a hit saved and report it."""
+        latency = _last_entry.latency if value is not None else None
+        if value is not None:
+            _remember_hit(kwargs.get("litellm_call_id"), latency)
+        if self.on_lookup is not None and self.should_use_cache(**kwargs) is True:  # type: ignore[no-untyped-call]
+            self.on_lookup(kwargs, value, latency)
+        return value
+
     def get_cache(self, dynamic_cache_object: Any = None, **kwargs: Any) -> Any:
         if _is_sync_embedding(kwargs):
-            return self._get_embeddings(kwargs)
+            return self._looked_up(kwargs, self._get_embeddings(kwargs))
         _last_entry.latency = None
-        value = super().get_cache(dynamic_cache_object, **kwargs)
-        if value is not None:
-            _remember_hit(kwargs.get("litellm_call_id"), _last_entry.latency)
-        return value
+        return self._looked_up(kwargs, super().get_cache(dynamic_cache_object, **kwargs))
 
     async def async_get_cache(self, dynamic_cache_object: Any = None, **kwargs: Any) -> Any:
         _last_entry.latency = None
         value = await super().async_get_cache(dynamic_cache_object, **kwargs)
-        if value is not None:
-            _remember_hit(kwargs.get("litellm_call_id"), _last_entry.latency)
-        return value
+        return self._looked_up(kwargs, value)
 
     def add_cache(self, result: Any, **kwargs: Any) -> None:
         if isinstance(result, EmbeddingResponse) and "input" in kwargs:

@@ -89,6 +89,10 @@ def _model_of(kwargs: Mapping[str, Any], response: Any) -> str:
     provider = kwargs.get("custom_llm_provider")
     if isinstance(provider, str) and provider and model.startswith(provider + "/"):
         return model[len(provider) + 1 :]
+    # At lookup time litellm has not split the provider off yet ("openai/gpt-4o-mini").
+    prefix, _, rest = model.partition("/")
+    if rest and prefix in litellm.provider_list:
+        return rest
     return model
 
 
@@ -103,6 +107,7 @@ class StatsCallback(CustomLogger):
         self._once = _Once()
         self._lock = threading.Lock()
         self.models: dict[str, dict[str, float]] = {}
+        self._prices: dict[tuple[str, Any], tuple[float, float]] = {}
 
     def _bucket(self, model: str) -> dict[str, float]:
         return self.models.setdefault(
@@ -110,35 +115,58 @@ class StatsCallback(CustomLogger):
             {"hits": 0, "misses": 0, "tokens_saved": 0, "cost_saved": 0.0, "latency_saved": 0.0},
         )
 
-    @staticmethod
-    def _cost(kwargs: Mapping[str, Any], model: str, prompt: int, completion: int) -> float:
-        try:
-            prompt_cost, completion_cost = litellm.cost_per_token(
-                model=model,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                custom_llm_provider=kwargs.get("custom_llm_provider"),
-            )
-            return float(prompt_cost) + float(completion_cost)
-        except Exception:  # a model missing from the cost map saved tokens, not known dollars
-            return 0.0
+    def _cost(self, kwargs: Mapping[str, Any], model: str, prompt: int, completion: int) -> float:
+        """Dollars saved, from litellm's cost map. ``cost_per_token`` costs ~0.3 ms a call (as
+        much as the whole hit), so each model's per-token prices are looked up once; tiered
+        prices above a context threshold are ignored, which only affects the statistics."""
+        provider = kwargs.get("custom_llm_provider")
+        key = (model, provider)
+        prices = self._prices.get(key)
+        if prices is None:
+            try:
+                per_prompt, _ = litellm.cost_per_token(
+                    model=model, prompt_tokens=1000, completion_tokens=0,
+                    custom_llm_provider=provider,
+                )  # fmt: skip
+                _, per_completion = litellm.cost_per_token(
+                    model=model, prompt_tokens=0, completion_tokens=1000,
+                    custom_llm_provider=provider,
+                )  # fmt: skip
+                prices = (float(per_prompt) / 1000, float(per_completion) / 1000)
+            except Exception:  # a model missing from the cost map saved tokens, not known dollars
+                prices = (0.0, 0.0)
+            self._prices[key] = prices
+        return prices[0] * prompt + prices[1] * completion
 
     def _record(self, kwargs: Mapping[str, Any], response: Any) -> None:
-        call_id = kwargs.get("litellm_call_id")
-        if not self._once.first(call_id):
+        """From a success event (when registered as a callback by hand)."""
+        hit = kwargs.get("cache_hit") is True
+        latency = (hit_latency(kwargs.get("litellm_call_id")) or 0.0) if hit else None
+        self._count(kwargs, response if hit else None, latency)
+
+    def record_lookup(self, kwargs: Mapping[str, Any], cached: Any, latency: float | None) -> None:
+        """From the cache's own lookup (what ``install()`` wires): no callback registration,
+        so litellm does not build its logging payload on every hit just for these counters."""
+        try:
+            self._count(kwargs, cached, latency)
+        except Exception as exc:  # statistics must never break a call
+            log.debug("stratacache litellm stats: %r", exc)
+
+    def _count(self, kwargs: Mapping[str, Any], cached: Any, latency: float | None) -> None:
+        """One call's outcome, once per call id: ``cached`` is the hit's response, else None."""
+        if not self._once.first(kwargs.get("litellm_call_id")):
             return
-        model = _model_of(kwargs, response)
-        if kwargs.get("cache_hit") is True:
-            prompt, completion = _usage(response)
+        model = _model_of(kwargs, cached)
+        if cached is not None:
+            prompt, completion = _usage(cached)
             cost = self._cost(kwargs, model, prompt, completion)
-            latency = hit_latency(call_id) or 0.0
             with self._lock:
                 bucket = self._bucket(model)
                 bucket["hits"] += 1
                 bucket["tokens_saved"] += prompt + completion
                 bucket["cost_saved"] += cost
-                bucket["latency_saved"] += latency
-            GLOBAL_SAVINGS.record_hit(tokens=prompt + completion, cost=cost, latency=latency)
+                bucket["latency_saved"] += latency or 0.0
+            GLOBAL_SAVINGS.record_hit(tokens=prompt + completion, cost=cost, latency=latency or 0.0)
         else:
             with self._lock:
                 self._bucket(model)["misses"] += 1
