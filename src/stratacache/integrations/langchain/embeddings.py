@@ -12,7 +12,6 @@ Sync and async share the planning (``_plan`` / ``_finish``); only the I/O differ
 from __future__ import annotations
 
 import hashlib
-import math
 from array import array
 from collections.abc import Sequence
 from typing import Any, Final
@@ -20,6 +19,7 @@ from typing import Any, Final
 from langchain_core.embeddings import Embeddings
 
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
+from stratacache.integrations._vectors import EmbeddingPlan, is_plain, pack_vector, unpack_vector
 from stratacache.keys import digest
 from stratacache.tiered import TieredCache
 from stratacache.tiers.base import MISS
@@ -31,16 +31,6 @@ _SKIP_WORDS: Final = (
     "key", "secret", "token", "password", "client", "header", "timeout", "retr", "proxy",
     "progress", "chunk_size", "batch", "concurrency", "callback", "http", "session",
 )  # fmt: skip
-
-
-def _plain(value: Any) -> bool:
-    if value is None or isinstance(value, str | int | float | bool):
-        return True
-    if isinstance(value, list | tuple):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False
 
 
 def model_identity(model: Any) -> str:
@@ -56,38 +46,9 @@ def model_identity(model: Any) -> str:
         if name.startswith("_") or any(w in name.lower() for w in _SKIP_WORDS):
             continue
         value = getattr(model, name, None)
-        if _plain(value):
+        if is_plain(value):
             params[name] = value
     return digest({"class": f"{cls.__module__}.{cls.__qualname__}", "params": params})[:32]
-
-
-def _pack(vector: Any) -> bytes | None:
-    try:
-        packed = array("f", vector)
-    except (TypeError, OverflowError):
-        return None
-    if not packed or not all(map(math.isfinite, packed)):
-        return None
-    return packed.tobytes()
-
-
-def _unpack(data: Any) -> list[float] | None:
-    if not isinstance(data, bytes) or not data or len(data) % 4:
-        return None
-    values = array("f")
-    values.frombytes(data)
-    return values.tolist()
-
-
-class _Plan:
-    """Keys of a call and the unique texts the model still has to embed, in caller order."""
-
-    __slots__ = ("keys", "missing", "vectors")
-
-    def __init__(self, keys: list[str]) -> None:
-        self.keys = keys
-        self.vectors: dict[str, list[float]] = {}
-        self.missing: dict[str, str] = {}
 
 
 class CachedEmbeddings(Embeddings):
@@ -145,11 +106,11 @@ class CachedEmbeddings(Embeddings):
         h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
         return f"{self.model_id}:{kind}:{h}"
 
-    def _plan(self, texts: Sequence[str], kind: str = "d") -> _Plan:
-        return _Plan([self._key(t, kind) for t in texts])
+    def _plan(self, texts: Sequence[str], kind: str = "d") -> EmbeddingPlan:
+        return EmbeddingPlan([self._key(t, kind) for t in texts])
 
     def _absorb(
-        self, plan: _Plan, texts: Sequence[str], found: dict[str, Any]
+        self, plan: EmbeddingPlan, texts: Sequence[str], found: dict[str, Any]
     ) -> list[tuple[str, str]]:
         """Decode hits; return the unique missing ``(key, text)`` pairs in caller order."""
         vectors = plan.vectors
@@ -160,7 +121,7 @@ class CachedEmbeddings(Embeddings):
             if known is not None and known[0] == data:
                 vectors[key] = list(known[1])
                 continue
-            vec = _unpack(data)
+            vec = unpack_vector(data)
             if vec is None:
                 bad += 1
             else:
@@ -190,7 +151,9 @@ class CachedEmbeddings(Embeddings):
         size = self.batch_size or len(pairs) or 1
         return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
-    def _take(self, plan: _Plan, pairs: list[tuple[str, str]], vectors: Any) -> dict[str, bytes]:
+    def _take(
+        self, plan: EmbeddingPlan, pairs: list[tuple[str, str]], vectors: Any
+    ) -> dict[str, bytes]:
         """Record fresh vectors; return the entries to store (bad vectors are not stored)."""
         if not isinstance(vectors, list) or len(vectors) != len(pairs):
             got = len(vectors) if isinstance(vectors, list) else type(vectors).__name__
@@ -199,7 +162,7 @@ class CachedEmbeddings(Embeddings):
             )
         store: dict[str, bytes] = {}
         for (key, _), vec in zip(pairs, vectors, strict=True):
-            packed = _pack(vec)
+            packed = pack_vector(vec)
             if packed is None:
                 self._stats.problem(
                     "skipped_writes", "an empty or non-finite vector was not cached"
@@ -212,7 +175,7 @@ class CachedEmbeddings(Embeddings):
         return store
 
     @staticmethod
-    def _result(plan: _Plan) -> list[list[float]]:
+    def _result(plan: EmbeddingPlan) -> list[list[float]]:
         seen: set[str] = set()
         out = []
         for key in plan.keys:

@@ -18,6 +18,7 @@ from typing import Any, Final
 from llama_index.core.base.llms.types import CachePoint, ChatMessage
 from llama_index.core.bridge.pydantic import BaseModel
 
+from stratacache.integrations._vectors import is_plain
 from stratacache.keys import TRANSPORT_FIELDS, digest
 
 __all__ = [
@@ -123,16 +124,6 @@ def messages_for_key(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-def _plain(value: Any) -> bool:
-    if value is None or isinstance(value, str | int | float | bool):
-        return True
-    if isinstance(value, list | tuple):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False
-
-
 def embedding_identity(model: Any) -> str:
     """A digest of what determines an embedding model's vectors: class and plain settings."""
     cls = type(model)
@@ -145,6 +136,6 @@ def embedding_identity(model: Any) -> str:
         value = getattr(model, name, None)
         if isinstance(value, enum.Enum):
             value = value.value
-        if _plain(value):
+        if is_plain(value):
             params[name] = value
     return digest({"class": f"{cls.__module__}.{cls.__qualname__}", "params": params})[:32]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import math
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -29,6 +28,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
 
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
+from stratacache.integrations._vectors import EmbeddingPlan, pack_vector, unpack_vector
 from stratacache.integrations.llamaindex._keys import embedding_identity
 from stratacache.integrations.llamaindex.events import CacheHitEvent, CacheMissEvent, emit
 from stratacache.integrations.llamaindex.ratelimit import metered, settle
@@ -50,33 +50,6 @@ def count_tokens(texts: Sequence[str]) -> int:
         return sum(len(_tokenizer(t)) for t in texts)
     except Exception:
         return sum(len(t) // 4 + 1 for t in texts)
-
-
-def _pack(vector: Any) -> bytes | None:
-    try:
-        packed = array("f", vector)
-    except (TypeError, OverflowError):
-        return None
-    if not packed or not all(map(math.isfinite, packed)):
-        return None
-    return packed.tobytes()
-
-
-def _unpack(data: Any) -> list[float] | None:
-    if not isinstance(data, bytes) or not data or len(data) % 4:
-        return None
-    values = array("f")
-    values.frombytes(data)
-    return values.tolist()
-
-
-class _Plan:
-    __slots__ = ("keys", "missing", "vectors")
-
-    def __init__(self, keys: list[str]) -> None:
-        self.keys = keys
-        self.vectors: dict[str, list[float]] = {}
-        self.missing: dict[str, str] = {}
 
 
 class EmbeddingCacher:
@@ -108,11 +81,11 @@ class EmbeddingCacher:
         h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
         return f"{self.model_id}:{mode}:{h}"
 
-    def plan(self, texts: Sequence[str], mode: str) -> _Plan:
-        return _Plan([self._key(t, mode) for t in texts])
+    def plan(self, texts: Sequence[str], mode: str) -> EmbeddingPlan:
+        return EmbeddingPlan([self._key(t, mode) for t in texts])
 
     def absorb(
-        self, plan: _Plan, texts: Sequence[str], found: dict[str, Any], method: str
+        self, plan: EmbeddingPlan, texts: Sequence[str], found: dict[str, Any], method: str
     ) -> list[list[tuple[str, str]]]:
         """Decode hits; return the unique misses in caller order, in model-sized chunks."""
         bad = 0
@@ -121,7 +94,7 @@ class EmbeddingCacher:
             if known is not None and known[0] == data:
                 plan.vectors[key] = list(known[1])
                 continue
-            vec = _unpack(data)
+            vec = unpack_vector(data)
             if vec is None:
                 bad += 1
             else:
@@ -153,14 +126,16 @@ class EmbeddingCacher:
         self._memo[key] = (data, list(vec))
         self._memo_used += cost
 
-    def take(self, plan: _Plan, pairs: list[tuple[str, str]], vectors: Any) -> dict[str, bytes]:
+    def take(
+        self, plan: EmbeddingPlan, pairs: list[tuple[str, str]], vectors: Any
+    ) -> dict[str, bytes]:
         """Record fresh vectors; return the entries worth storing."""
         if not isinstance(vectors, list) or len(vectors) != len(pairs):
             got = len(vectors) if isinstance(vectors, list) else type(vectors).__name__
             raise ValueError(f"the embedding model returned {got} vectors for {len(pairs)} texts")
         store: dict[str, bytes] = {}
         for (key, _), vec in zip(pairs, vectors, strict=True):
-            packed = _pack(vec)
+            packed = pack_vector(vec)
             if packed is None:
                 self.stats.problem("skipped_writes", "an empty or non-finite vector was not cached")
                 plan.vectors[key] = list(vec) if isinstance(vec, list | tuple) else vec
@@ -171,7 +146,7 @@ class EmbeddingCacher:
         return store
 
     @staticmethod
-    def result(plan: _Plan) -> list[list[float]]:
+    def result(plan: EmbeddingPlan) -> list[list[float]]:
         seen: set[str] = set()
         out = []
         for key in plan.keys:
