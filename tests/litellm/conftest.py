@@ -9,15 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import litellm
 import pytest
 
 import stratacache as sc
+import stratacache.litellm as scl
+from stratacache.integrations.litellm.install import CALLBACK_LISTS
 from stratacache.testing import OpenAICompatServer
-
-litellm = pytest.importorskip("litellm")
-
-import stratacache.litellm as scl  # noqa: E402
-from stratacache.integrations.litellm.install import CALLBACK_LISTS  # noqa: E402
 
 
 def litellm_state() -> dict[str, Any]:

@@ -57,7 +57,8 @@ async def test_async_hit_makes_no_upstream_request(
 
 
 def test_tool_calls_are_cached(installed: scl.Installation, server: OpenAICompatServer) -> None:
-    pytest.importorskip("mcp", reason="litellm 1.106.x imports mcp on every tools= call")
+    import mcp  # noqa: F401 - a dev dependency: litellm 1.106.x imports it on every tools= call
+
     messages = [{"role": "user", "content": "Use get_weather for Paris"}]
     first = litellm.completion(**via(server, model=MODEL, messages=messages, tools=TOOLS))
     second = litellm.completion(**via(server, model=MODEL, messages=messages, tools=TOOLS))
