@@ -12,14 +12,13 @@ Sync and async share the planning (``_plan`` / ``_finish``); only the I/O differ
 from __future__ import annotations
 
 import hashlib
-from array import array
 from collections.abc import Sequence
 from typing import Any, Final
 
 from langchain_core.embeddings import Embeddings
 
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
-from stratacache.integrations._vectors import EmbeddingPlan, is_plain, pack_vector, unpack_vector
+from stratacache.integrations._vectors import EmbeddingPlan, VectorMemo, is_plain
 from stratacache.keys import digest
 from stratacache.tiered import TieredCache
 from stratacache.tiers.base import MISS
@@ -93,9 +92,7 @@ class CachedEmbeddings(Embeddings):
         self.cache_queries = cache_queries
         self.batch_size = batch_size
         self._stats = AdapterStats("CachedEmbeddings")
-        self.memo_bytes = memo_bytes
-        self._memo: dict[str, tuple[bytes, list[float]]] = {}
-        self._memo_used = 0
+        self._memo = VectorMemo(memo_bytes)
 
     def __repr__(self) -> str:
         return f"<CachedEmbeddings {type(self.underlying).__name__} model_id={self.model_id}>"
@@ -113,39 +110,12 @@ class CachedEmbeddings(Embeddings):
         self, plan: EmbeddingPlan, texts: Sequence[str], found: dict[str, Any]
     ) -> list[tuple[str, str]]:
         """Decode hits; return the unique missing ``(key, text)`` pairs in caller order."""
-        vectors = plan.vectors
-        memo = self._memo
-        bad = 0
-        for key, data in found.items():
-            known = memo.get(key)
-            if known is not None and known[0] == data:
-                vectors[key] = list(known[1])
-                continue
-            vec = unpack_vector(data)
-            if vec is None:
-                bad += 1
-            else:
-                vectors[key] = vec
-                self._remember(key, data, vec)
+        bad = self._memo.absorb(plan, texts, found)
         if bad:
             self._stats.problem("bad_entries", "%d unusable cached vectors ignored", bad)
-        missing = plan.missing
-        for key, text in zip(plan.keys, texts, strict=True):
-            if key not in vectors and key not in missing:
-                missing[key] = text
-        self._stats.count("hits", len(plan.keys) - len(missing))
-        self._stats.count("misses", len(missing))
-        return list(missing.items())
-
-    def _remember(self, key: str, data: bytes, vec: list[float]) -> None:
-        if not self.memo_bytes:
-            return
-        cost = 32 * len(vec) + 200  # a Python float is 24 bytes plus its 8-byte slot
-        if self._memo_used + cost > self.memo_bytes:
-            self._memo.clear()
-            self._memo_used = 0
-        self._memo[key] = (data, list(vec))
-        self._memo_used += cost
+        self._stats.count("hits", len(plan.keys) - len(plan.missing))
+        self._stats.count("misses", len(plan.missing))
+        return list(plan.missing.items())
 
     def _chunks(self, pairs: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
         size = self.batch_size or len(pairs) or 1
@@ -155,36 +125,10 @@ class CachedEmbeddings(Embeddings):
         self, plan: EmbeddingPlan, pairs: list[tuple[str, str]], vectors: Any
     ) -> dict[str, bytes]:
         """Record fresh vectors; return the entries to store (bad vectors are not stored)."""
-        if not isinstance(vectors, list) or len(vectors) != len(pairs):
-            got = len(vectors) if isinstance(vectors, list) else type(vectors).__name__
-            raise ValueError(
-                f"{type(self.underlying).__name__} returned {got} embeddings for {len(pairs)} texts"
-            )
-        store: dict[str, bytes] = {}
-        for (key, _), vec in zip(pairs, vectors, strict=True):
-            packed = pack_vector(vec)
-            if packed is None:
-                self._stats.problem(
-                    "skipped_writes", "an empty or non-finite vector was not cached"
-                )
-                plan.vectors[key] = list(vec) if isinstance(vec, list | tuple) else vec
-                continue
-            store[key] = packed
-            plan.vectors[key] = fresh = array("f", vec).tolist()
-            self._remember(key, packed, fresh)
+        store, skipped = self._memo.take(plan, pairs, vectors, type(self.underlying).__name__)
+        for _ in range(skipped):
+            self._stats.problem("skipped_writes", "an empty or non-finite vector was not cached")
         return store
-
-    @staticmethod
-    def _result(plan: EmbeddingPlan) -> list[list[float]]:
-        seen: set[str] = set()
-        out = []
-        for key in plan.keys:
-            vec = plan.vectors[key]
-            if key in seen:
-                vec = list(vec)  # duplicates get their own list: callers may mutate results
-            seen.add(key)
-            out.append(vec)
-        return out
 
     # -- Embeddings ---------------------------------------------------------------------------
 
@@ -196,7 +140,7 @@ class CachedEmbeddings(Embeddings):
             store = self._take(plan, chunk, self.underlying.embed_documents(texts_))
             if store:
                 self.cache.set_many(store, ttl=self.ttl)
-        return self._result(plan)
+        return plan.result()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         plan = self._plan(texts)
@@ -207,7 +151,7 @@ class CachedEmbeddings(Embeddings):
             store = self._take(plan, chunk, await self.underlying.aembed_documents(texts_))
             if store:
                 await self.cache.aset_many(store, ttl=self.ttl)
-        return self._result(plan)
+        return plan.result()
 
     def embed_query(self, text: str) -> list[float]:
         if not self.cache_queries:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
 
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
-from stratacache.integrations._vectors import EmbeddingPlan, pack_vector, unpack_vector
+from stratacache.integrations._vectors import EmbeddingPlan, VectorMemo
 from stratacache.integrations.llamaindex._keys import embedding_identity
 from stratacache.integrations.llamaindex.events import CacheHitEvent, CacheMissEvent, emit
 from stratacache.integrations.llamaindex.ratelimit import metered, settle
@@ -69,11 +68,9 @@ class EmbeddingCacher:
         self.model_id = model_id
         self.ttl = ttl
         self.batch_size = max(1, batch_size)
-        self.memo_bytes = memo_bytes
         self.cache_queries = cache_queries
         self.stats = AdapterStats("llamaindex.CachedEmbedding")
-        self._memo: dict[str, tuple[bytes, list[float]]] = {}
-        self._memo_used = 0
+        self._memo = VectorMemo(memo_bytes)
 
     # -- planning (pure) ----------------------------------------------------------------------
 
@@ -88,23 +85,9 @@ class EmbeddingCacher:
         self, plan: EmbeddingPlan, texts: Sequence[str], found: dict[str, Any], method: str
     ) -> list[list[tuple[str, str]]]:
         """Decode hits; return the unique misses in caller order, in model-sized chunks."""
-        bad = 0
-        for key, data in found.items():
-            known = self._memo.get(key)
-            if known is not None and known[0] == data:
-                plan.vectors[key] = list(known[1])
-                continue
-            vec = unpack_vector(data)
-            if vec is None:
-                bad += 1
-            else:
-                plan.vectors[key] = vec
-                self._remember(key, data, vec)
+        bad = self._memo.absorb(plan, texts, found)
         if bad:
             self.stats.problem("bad_entries", "%d unusable cached vectors ignored", bad)
-        for key, text in zip(plan.keys, texts, strict=True):
-            if key not in plan.vectors and key not in plan.missing:
-                plan.missing[key] = text
         hits, misses = len(plan.keys) - len(plan.missing), len(plan.missing)
         self.stats.count("hits", hits)
         self.stats.count("misses", misses)
@@ -116,46 +99,14 @@ class EmbeddingCacher:
         size = self.batch_size
         return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
-    def _remember(self, key: str, data: bytes, vec: list[float]) -> None:
-        if not self.memo_bytes:
-            return
-        cost = 32 * len(vec) + 200
-        if self._memo_used + cost > self.memo_bytes:
-            self._memo.clear()
-            self._memo_used = 0
-        self._memo[key] = (data, list(vec))
-        self._memo_used += cost
-
     def take(
         self, plan: EmbeddingPlan, pairs: list[tuple[str, str]], vectors: Any
     ) -> dict[str, bytes]:
         """Record fresh vectors; return the entries worth storing."""
-        if not isinstance(vectors, list) or len(vectors) != len(pairs):
-            got = len(vectors) if isinstance(vectors, list) else type(vectors).__name__
-            raise ValueError(f"the embedding model returned {got} vectors for {len(pairs)} texts")
-        store: dict[str, bytes] = {}
-        for (key, _), vec in zip(pairs, vectors, strict=True):
-            packed = pack_vector(vec)
-            if packed is None:
-                self.stats.problem("skipped_writes", "an empty or non-finite vector was not cached")
-                plan.vectors[key] = list(vec) if isinstance(vec, list | tuple) else vec
-                continue
-            store[key] = packed
-            plan.vectors[key] = fresh = array("f", vec).tolist()
-            self._remember(key, packed, fresh)
+        store, skipped = self._memo.take(plan, pairs, vectors, "the embedding model")
+        for _ in range(skipped):
+            self.stats.problem("skipped_writes", "an empty or non-finite vector was not cached")
         return store
-
-    @staticmethod
-    def result(plan: EmbeddingPlan) -> list[list[float]]:
-        seen: set[str] = set()
-        out = []
-        for key in plan.keys:
-            vec = plan.vectors[key]
-            if key in seen:
-                vec = list(vec)  # duplicates get their own list: callers may mutate results
-            seen.add(key)
-            out.append(vec)
-        return out
 
     # -- I/O ----------------------------------------------------------------------------------
 
@@ -176,7 +127,7 @@ class EmbeddingCacher:
             store = self.take(plan, chunk, vectors)
             if store:
                 self.cache.set_many(store, ttl=self.ttl)
-        return self.result(plan)
+        return plan.result()
 
     async def aembed(
         self,
@@ -202,7 +153,7 @@ class EmbeddingCacher:
             await one(chunks[0])
         elif chunks:
             await asyncio.gather(*(one(c) for c in chunks))
-        return self.result(plan)
+        return plan.result()
 
 
 def _cacher(
