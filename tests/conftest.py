@@ -2,11 +2,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+import stratacache as sc
 from tests.redis_procs import RedisClusterProcesses, RedisProcess
+
+if TYPE_CHECKING:
+    from stratacache.testing import OpenAICompatServer
 
 # A 2-core CI box shared with redis-server processes: wall-clock health checks only add noise.
 settings.register_profile(
@@ -58,3 +63,37 @@ def cluster_url(redis_cluster: RedisClusterProcesses) -> str:
         client.flushall()
         client.close()
     return redis_cluster.url
+
+
+@pytest.fixture
+def tiered(tmp_path: Path) -> Iterator[sc.TieredCache]:
+    """Memory + disk, private to the test."""
+    cache = sc.TieredCache.from_urls("memory://", f"disk://{tmp_path / 'disk'}")
+    yield cache
+    cache.close()
+
+
+@pytest.fixture
+def memory_cache() -> Iterator[sc.TieredCache]:
+    cache = sc.TieredCache.from_urls("memory://")
+    yield cache
+    cache.close()
+
+
+@pytest.fixture(scope="module")
+def server_module() -> Iterator[OpenAICompatServer]:
+    """One loopback OpenAI-compatible provider per test module (the integrations' upstream)."""
+    from stratacache.testing import OpenAICompatServer
+
+    with OpenAICompatServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(server_module: OpenAICompatServer) -> OpenAICompatServer:
+    """The module's provider with counters, limits and injected faults reset."""
+    server_module.reset()
+    server_module.interrupt_stream_after = None
+    server_module.rpm = None
+    server_module.tpm = None
+    return server_module

@@ -39,13 +39,6 @@ def _litellm_untouched() -> Iterator[None]:
 
 
 @pytest.fixture
-def tiered(tmp_path: Path) -> Iterator[sc.TieredCache]:
-    cache = sc.TieredCache.from_urls("memory://", f"disk://{tmp_path / 'disk'}")
-    yield cache
-    cache.close()
-
-
-@pytest.fixture
 def backend(tiered: sc.TieredCache) -> Iterator[scl.CacheBackend]:
     """A bare backend; constructing one may apply the litellm#42195 patch, undone here."""
     from stratacache.integrations.litellm._compat import revert_hit_patch
@@ -58,21 +51,6 @@ def backend(tiered: sc.TieredCache) -> Iterator[scl.CacheBackend]:
 def installed(tiered: sc.TieredCache) -> Iterator[scl.Installation]:
     yield scl.install(tiered)
     scl.uninstall()
-
-
-@pytest.fixture(scope="module")
-def server_module() -> Iterator[OpenAICompatServer]:
-    with OpenAICompatServer() as server:
-        yield server
-
-
-@pytest.fixture
-def server(server_module: OpenAICompatServer) -> OpenAICompatServer:
-    server_module.reset()
-    server_module.interrupt_stream_after = None
-    server_module.rpm = None
-    server_module.tpm = None
-    return server_module
 
 
 def via(server: OpenAICompatServer, **kwargs: Any) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,9 +8,6 @@ from llama_index.core import Settings
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
 from pydantic import Field
-
-import stratacache as sc
-from stratacache.testing import OpenAICompatServer
 
 
 class CountingLLM(MockLLM):
@@ -65,20 +61,6 @@ def restore_settings() -> Iterator[None]:
 
 
 @pytest.fixture
-def tiered(tmp_path: Path) -> Iterator[sc.TieredCache]:
-    cache = sc.TieredCache.from_urls("memory://", f"disk://{tmp_path / 'disk'}")
-    yield cache
-    cache.close()
-
-
-@pytest.fixture
-def memory_cache() -> Iterator[sc.TieredCache]:
-    cache = sc.TieredCache.from_urls("memory://")
-    yield cache
-    cache.close()
-
-
-@pytest.fixture
 def llm() -> CountingLLM:
     return CountingLLM(max_tokens=8)
 
@@ -86,16 +68,3 @@ def llm() -> CountingLLM:
 @pytest.fixture
 def emb() -> CountingEmbedding:
     return CountingEmbedding(embed_dim=8)
-
-
-@pytest.fixture(scope="module")
-def server_module() -> Iterator[OpenAICompatServer]:
-    with OpenAICompatServer() as server:
-        yield server
-
-
-@pytest.fixture
-def server(server_module: OpenAICompatServer) -> OpenAICompatServer:
-    server_module.reset()
-    server_module.interrupt_stream_after = None
-    return server_module
