@@ -5,6 +5,12 @@ import os
 # Before litellm is imported anywhere: never fetch the cost map from the internet.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
+import sys
+
+# The suite runs as a plain `pip install 'stratacache[litellm]'` does: without the proxy's
+# fastapi, which the dev extra installs only so that test_compat.py can also show litellm with it.
+sys.modules["fastapi"] = None  # type: ignore[assignment]
+
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
