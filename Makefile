@@ -28,7 +28,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest
 
 # Both ends of every range in pyproject.toml, each in its own environment (the lock is not
-# touched). Run them before every release and whenever the lock is refreshed (`make lock`).
+# touched); test-lowest pins every runtime dependency to its floor (scripts/floors.py). Run them before every release and whenever the lock is refreshed (`make lock`).
 test-latest: | $(UV)
 	$(UV) venv -q --allow-existing .venv-latest
 	$(UV) pip install -q --python .venv-latest --upgrade --resolution highest -e ".[dev]"
@@ -37,7 +37,9 @@ test-latest: | $(UV)
 
 test-lowest: | $(UV)
 	$(UV) venv -q --allow-existing .venv-lowest
-	$(UV) pip install -q --python .venv-lowest --upgrade --resolution lowest-direct -e ".[dev]"
+	$(PYTHON) scripts/floors.py > .venv-lowest/floors.txt
+	$(UV) pip install -q --python .venv-lowest --upgrade --resolution lowest-direct \
+		-c .venv-lowest/floors.txt -e ".[dev]"
 	$(UV) pip freeze --python .venv-lowest | grep -iE '^(litellm|langchain-core|llama-index-core|openai|pydantic|redis|numpy)=='
 	.venv-lowest/bin/python -m pytest
 
@@ -46,8 +48,8 @@ lock: | $(UV)
 	$(UV) lock --upgrade
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
 bench: $(BIN)/.installed

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+
+# Before anything imports litellm: its cost map comes from the wheel, never from the internet.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING

@@ -42,3 +42,69 @@ def test_stats_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert "cleared namespace 'default'" in cleared.stdout
     with sc.TieredCache.default(namespace="default") as cache:
         assert cache.get("k") is None
+
+
+def _doctor(env_dir: Path, prelude: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    code = f"{prelude}\nimport sys\nfrom stratacache.cli import main\nsys.exit(main(['doctor']))"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+        env={**os.environ, "STRATACACHE_DIR": str(env_dir), "STRATACACHE_URLS": "", **env},
+    )  # fmt: skip
+
+
+NO_FASTAPI = "import sys; sys.modules['fastapi'] = None"
+
+
+def _hit_path_broken_without_fastapi() -> bool:
+    code = f"{NO_FASTAPI}\nfrom stratacache.integrations.litellm import _compat\n"
+    code += "print(_compat.hit_path_broken())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "True"
+
+
+def test_doctor_gets_one_offline_hit_through_every_framework(tmp_path: Path) -> None:
+    out = run("doctor", env_dir=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("litellm", "langchain-core", "llama-index-core", "python"):
+        assert f"  {name} " in out.stdout
+    for line in ("ok     tier memory", "ok     tier disk", "ok     langchain",
+                 "ok     litellm", "ok     llamaindex"):  # fmt: skip
+        assert line in out.stdout
+    assert "all checks passed" in out.stdout
+
+
+def test_doctor_repairs_litellm_hits_without_fastapi(tmp_path: Path) -> None:
+    out = _doctor(tmp_path, NO_FASTAPI)
+    assert out.returncode == 0, out.stdout + out.stderr
+    checks = out.stdout.split("checks:")[1].splitlines()
+    litellm_line = next(ln for ln in checks if " litellm " in ln)
+    assert litellm_line.lstrip().startswith("ok")
+    assert ("repaired" in litellm_line) is _hit_path_broken_without_fastapi()
+
+
+def test_doctor_reports_a_broken_hit_path_and_exits_1(tmp_path: Path) -> None:
+    # Without fastapi and with the repair disabled, the lock's litellm crashes on every hit:
+    # exactly what a user who upgrades litellm would see, and what doctor must name.
+    prelude = (
+        f"{NO_FASTAPI}\n"
+        "import stratacache.integrations.litellm.install as i, "
+        "stratacache.integrations.litellm.backend as b\n"
+        "i.apply_hit_patch = b.apply_hit_patch = lambda: False"
+    )
+    out = _doctor(tmp_path, prelude)
+    if not _hit_path_broken_without_fastapi():  # a litellm without the bug has nothing to report
+        assert out.returncode == 0, out.stdout
+        return
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "BROKEN litellm" in out.stdout
+    assert "fastapi" in out.stdout
+    assert "broken: litellm" in out.stdout
+
+
+def test_doctor_names_a_tier_that_does_not_answer(tmp_path: Path) -> None:
+    urls = "memory://,redis://:s3cret@127.0.0.1:1/0?connect_timeout=100ms"
+    out = _doctor(tmp_path, STRATACACHE_URLS=urls)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "BROKEN tier redis" in out.stdout
+    assert "ok     tier memory" in out.stdout
+    assert "s3cret" not in out.stdout + out.stderr

@@ -1,4 +1,4 @@
-"""The ``stratacache`` command: ``demo``, ``stats`` and ``clear``."""
+"""The ``stratacache`` command: ``demo``, ``doctor``, ``stats`` and ``clear``."""
 
 from __future__ import annotations
 
@@ -90,6 +90,31 @@ def demo() -> int:
     return 0
 
 
+def doctor(as_json: bool) -> int:
+    """Versions, tiers and one offline hit per installed framework; 1 if anything is broken."""
+    from stratacache._doctor import run_checks
+
+    versions, checks = run_checks()
+    broken = [check.name for check in checks if check.ok is False]
+    if as_json:
+        report = {
+            "versions": versions,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
+            "ok": not broken,
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        print("versions:")
+        for name, version in versions.items():
+            print(f"  {name:<24} {version or 'not installed'}")
+        print("checks:")
+        for check in checks:
+            mark = {True: "ok", False: "BROKEN", None: "--"}[check.ok]
+            print(f"  {mark:<6} {check.name:<12} {check.detail}")
+        print(f"\n{'broken: ' + ', '.join(broken) if broken else 'all checks passed'}")
+    return 1 if broken else 0
+
+
 def _default_cache(namespace: str | None) -> Any:
     import stratacache as sc
 
@@ -100,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stratacache", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="offline end-to-end demo with a loopback LLM provider")
+    doc = sub.add_parser(
+        "doctor", help="versions, reachable tiers, one offline cache hit per installed framework"
+    )
+    doc.add_argument("--json", action="store_true", help="machine-readable output")
     stats = sub.add_parser("stats", help="tiers and sizes of the default cache")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.add_argument("--namespace", default=None)
@@ -109,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "demo":
         return demo()
+    if args.command == "doctor":
+        return doctor(args.json)
     cache = _default_cache(args.namespace)
     try:
         if args.command == "stats":
