@@ -31,7 +31,7 @@ test: $(BIN)/.installed
 # touched); test-lowest pins every runtime dependency to its floor (scripts/floors.py). Run them before every release and whenever the lock is refreshed (`make lock`).
 test-latest: | $(UV)
 	$(UV) venv -q --allow-existing .venv-latest
-	$(UV) pip install -q --python .venv-latest --upgrade --resolution highest -e ".[dev]"
+	$(UV) pip install -q --python .venv-latest --upgrade --refresh --resolution highest -e ".[dev]"
 	$(UV) pip freeze --python .venv-latest | grep -iE '^(litellm|langchain-core|llama-index-core|openai|pydantic|redis|numpy)=='
 	.venv-latest/bin/python -m pytest
 
