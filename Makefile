@@ -28,7 +28,8 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest
 
 # Both ends of every range in pyproject.toml, each in its own environment (the lock is not
-# touched); test-lowest pins every runtime dependency to its floor (scripts/floors.py). Run them before every release and whenever the lock is refreshed (`make lock`).
+# touched); test-lowest pins every runtime dependency to its floor (scripts/floors.py).
+# Run them before every release and whenever the lock is refreshed (`make lock`).
 test-latest: | $(UV)
 	$(UV) venv -q --allow-existing .venv-latest
 	$(UV) pip install -q --python .venv-latest --upgrade --refresh --resolution highest -e ".[dev]"
