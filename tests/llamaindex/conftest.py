@@ -7,13 +7,25 @@ import pytest
 from llama_index.core import Settings
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
-from pydantic import Field
+from pydantic import PrivateAttr
 
 
 class CountingLLM(MockLLM):
-    """MockLLM that counts the completions it really produced."""
+    """MockLLM that counts the completions it really produced.
 
-    calls: int = Field(default=0, exclude=True)
+    The counter is private state, not a field: every field of an LLM is part of its cache
+    identity, so a counting field would give each call a new key.
+    """
+
+    _calls: int = PrivateAttr(default=0)
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        self._calls = value
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
         self.calls += 1
@@ -25,24 +37,32 @@ class CountingLLM(MockLLM):
 
 
 class CountingEmbedding(MockEmbedding):
-    """Deterministic, text-dependent vectors; counts texts it embedded."""
+    """Deterministic, text-dependent vectors; counts texts it embedded (privately, see above)."""
 
-    texts: int = Field(default=0, exclude=True)
-    queries: int = Field(default=0, exclude=True)
+    _texts: int = PrivateAttr(default=0)
+    _queries: int = PrivateAttr(default=0)
+
+    @property
+    def texts(self) -> int:
+        return self._texts
+
+    @property
+    def queries(self) -> int:
+        return self._queries
 
     def _vec(self, text: str) -> list[float]:
         base = sum(map(ord, text)) % 97
         return [((base + i) % 13) / 13.0 + 0.01 for i in range(self.embed_dim)]
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        self.queries += 1
+        self._queries += 1
         return self._vec(query)
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return self._get_query_embedding(query)
 
     def _get_text_embedding(self, text: str) -> list[float]:
-        self.texts += 1
+        self._texts += 1
         return self._vec(text)
 
     async def _aget_text_embedding(self, text: str) -> list[float]:

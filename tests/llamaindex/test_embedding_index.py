@@ -123,8 +123,10 @@ async def test_kvstore_basics_and_async(memory_cache: sc.TieredCache) -> None:
     assert await kv.adelete("k2")
     with pytest.raises(TypeError):
         kv.put("bad", ["not", "a", "dict"])  # type: ignore[arg-type]
+    assert kv.get_all() == {"y": {"y": 2}}  # listed through the collection's key index
+    assert await kv.aget_all("c1") == {"k": {"a": 1}}
     with pytest.raises(NotImplementedError):
-        kv.get_all()
+        KVStore(memory_cache, index_keys=False).get_all()
     kv.clear()
     assert kv.get("k", collection="c1") is None
 

@@ -1,57 +1,101 @@
 """What goes into LlamaIndex cache keys, and what never does.
 
-LlamaIndex models are pydantic objects whose fields mix answer-changing settings (model,
-temperature) with credentials, clients, counters and callbacks. Hashing ``to_dict()`` would
-leak secrets into key material and make keys change with every mutable field, so LLM keys use
-an explicit allow-list, and embedding identities skip anything that looks like transport.
-Values that cannot be represented exactly (an arbitrary object in the call kwargs) make the
-call uncacheable rather than guessed.
+A key must change whenever anything that can change the answer changes, so an LLM's identity
+is its **whole** pydantic configuration (every declared field, including ones this module has
+never heard of), minus a short deny-list of fields that only decide how a request travels or
+who pays for it (:data:`LLM_TRANSPORT_FIELDS`), credentials (:data:`SECRET_FIELD`) and
+credential headers (:data:`CREDENTIAL_HEADERS`). An allow-list of "known" settings would
+silently ignore the next answer-changing field a provider adds (``api_base``,
+``reasoning_options``, ``default_headers`` with a beta flag, ...). Values that cannot be
+represented exactly (a client object in an unknown field, a lambda) make the call
+uncacheable rather than guessed. docs/llamaindex.md lists the deny-lists and why.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from llama_index.core.base.llms.types import CachePoint, ChatMessage
 from llama_index.core.bridge.pydantic import BaseModel
+from pydantic import SecretBytes, SecretStr
 
-from stratacache.integrations._vectors import is_plain
 from stratacache.keys import TRANSPORT_FIELDS, digest
 
 __all__ = [
-    "LLM_KEY_FIELDS",
+    "CALL_TRANSPORT_FIELDS",
+    "CREDENTIAL_HEADERS",
+    "EMBED_TRANSPORT_FIELDS",
+    "LLM_TRANSPORT_FIELDS",
+    "SECRET_FIELD",
     "Uncacheable",
+    "clean_kwargs",
     "embedding_identity",
     "jsonable",
     "llm_identity",
     "messages_for_key",
+    "request_state",
 ]
 
-#: Model fields that change an answer. Anything else on the model is ignored by design.
-LLM_KEY_FIELDS: Final = (
-    "model", "model_name", "engine", "deployment_name", "temperature", "max_tokens",
-    "max_new_tokens", "max_completion_tokens", "top_p", "top_k", "min_p", "frequency_penalty",
-    "presence_penalty", "repetition_penalty", "seed", "stop", "stop_sequences", "logprobs",
-    "top_logprobs", "reasoning_effort", "thinking", "response_format", "json_mode", "strict",
-    "modalities", "system_prompt", "additional_kwargs", "is_chat_model",
+#: LLM fields that never change an answer: transport (timeouts, retries, client reuse),
+#: plumbing (callbacks, the rate limiter) and what LlamaIndex's high-level ``predict`` methods
+#: apply outside the cached ``complete``/``chat`` call (the prompt they produce is keyed).
+#: ``call_metadata`` is the Responses API's logging ``metadata``.
+LLM_TRANSPORT_FIELDS: Final = frozenset(
+    {"callback_manager", "rate_limiter", "timeout", "request_timeout", "max_retries",
+     "reuse_client", "http_client", "async_http_client", "output_parser",
+     "query_wrapper_prompt", "call_metadata"}
 )  # fmt: skip
 
-_SECRETISH: Final = re.compile(
-    r"(key|secret|token(?!s$)|password|auth|header|client|callback|session|proxy|http)", re.I
+#: Field names that hold credentials; never key material. Tokens are named precisely:
+#: ``eos_token``/``stop_token`` and ``max_tokens`` change answers and must stay in keys.
+SECRET_FIELD: Final = re.compile(
+    r"api_?key|secret|password|credential|access_key|token_provider|^token$"
+    r"|(^|_)(ad|session|access|auth|refresh|bearer|security|id|api|hf|hub)_token$",
+    re.I,
 )
-#: Embedding fields that never change a vector (transport, batching, plumbing).
-_EMBED_SKIP: Final = frozenset(
+
+#: Request headers that carry credentials or per-request ids; every other header (``OpenAI-Beta``,
+#: ``anthropic-beta``, ...) can select provider behaviour and is part of the key.
+CREDENTIAL_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key",
+     "cookie", "openai-organization", "openai-project", "idempotency-key", "x-request-id"}
+)  # fmt: skip
+
+#: Call kwargs that never change an answer: the core transport list, except headers, which
+#: LlamaIndex passes on to the provider client and may enable beta features.
+CALL_TRANSPORT_FIELDS: Final = TRANSPORT_FIELDS - {"headers", "extra_headers"}
+
+_HEADER_FIELDS: Final = frozenset({"default_headers", "extra_headers", "headers"})
+#: Private state some LLM classes send with every request (Responses API conversation chaining).
+_STATE_ATTRS: Final = ("_previous_response_id",)
+_BINARY_FIELDS: Final = ("image", "audio", "data", "video")
+
+#: Embedding fields that never change a vector: batching, concurrency, plumbing and transport.
+EMBED_TRANSPORT_FIELDS: Final = frozenset(
     {"embed_batch_size", "num_workers", "callback_manager", "embeddings_cache", "rate_limiter",
-     "api_base", "api_version", "base_url", "max_retries", "timeout", "reuse_client",
-     "show_progress"}
+     "max_retries", "timeout", "request_timeout", "reuse_client", "show_progress",
+     "http_client", "async_http_client"}
 )  # fmt: skip
 
 
 class Uncacheable(Exception):
     """A call whose key cannot be built exactly; it is passed through uncached."""
+
+
+def _callable_name(value: Callable[..., Any]) -> str:
+    # A module-level function is found again by its dotted name in any process; a lambda or a
+    # closure is not, and its code alone would not capture what it closes over.
+    module = getattr(value, "__module__", None)
+    qualname = getattr(value, "__qualname__", None)
+    bound = getattr(value, "__self__", None)  # a bound method depends on its object's state
+    if not module or not qualname or "<" in qualname or bound is not None:
+        raise Uncacheable(f"{type(value).__name__} {qualname!r} has no stable name to key by")
+    return f"{module}.{qualname}"
 
 
 def jsonable(value: Any) -> Any:
@@ -78,64 +122,120 @@ def jsonable(value: Any) -> Any:
     raise Uncacheable(f"{type(value).__qualname__} in the call arguments has no exact key form")
 
 
-def _clean_extra(value: Any) -> Any:
+def _headers(value: Any) -> Any:
     if not isinstance(value, Mapping):
         return jsonable(value)
     return {
-        str(k): jsonable(v)
+        str(k).lower(): jsonable(v)
         for k, v in value.items()
-        if k not in TRANSPORT_FIELDS and not _SECRETISH.search(str(k))
+        if str(k).lower() not in CREDENTIAL_HEADERS
     }
 
 
-def llm_identity(llm: Any) -> dict[str, Any]:
-    """Class, allow-listed settings and metadata of an LLM (no secrets, no volatile fields)."""
-    cls = type(llm)
-    fields = getattr(cls, "model_fields", {})
+def clean_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Call kwargs (or ``additional_kwargs``) as key material: all but transport and secrets."""
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name in CALL_TRANSPORT_FIELDS or SECRET_FIELD.search(name):
+            continue
+        out[name] = _headers(value) if name in _HEADER_FIELDS else jsonable(value)
+    return out
+
+
+def _setting(name: str, value: Any) -> Any:
+    if name in _HEADER_FIELDS:
+        return _headers(value)
+    if name == "additional_kwargs" and isinstance(value, Mapping):
+        return clean_kwargs(value)
+    if callable(value) and not isinstance(value, BaseModel | type):
+        return {"__callable__": _callable_name(value)}
+    return jsonable(value)
+
+
+def _configuration(model: Any, deny: frozenset[str]) -> dict[str, Any]:
+    """Every declared (and extra) field of a pydantic model, minus ``deny`` and secrets."""
+    extra = getattr(model, "model_extra", None) or {}
+    names = [*getattr(type(model), "model_fields", {}), *extra]
     params: dict[str, Any] = {}
-    for name in LLM_KEY_FIELDS:
-        if name not in fields:
+    for name in names:
+        if name in deny or SECRET_FIELD.search(name):
             continue
-        value = getattr(llm, name, None)
-        if value is None:
+        value = getattr(model, name, None)
+        if isinstance(value, SecretStr | SecretBytes):
             continue
-        params[name] = _clean_extra(value) if name == "additional_kwargs" else jsonable(value)
+        params[name] = _setting(name, value)
+    return params
+
+
+def request_state(llm: Any) -> dict[str, Any]:
+    """Per-object state an LLM sends with every request; also keyed under a ``model_id``.
+
+    :raises Uncacheable: the model chains server-side conversation state between calls, which
+        a replayed answer would not advance.
+    """
+    if getattr(llm, "track_previous_responses", False) is True:
+        raise Uncacheable("the model chains server-side conversation state between calls")
+    private = getattr(llm, "__pydantic_private__", None) or {}
+    return {n: jsonable(private[n]) for n in _STATE_ATTRS if private.get(n) is not None}
+
+
+def llm_identity(llm: Any) -> dict[str, Any]:
+    """Class, full configuration and request state of an LLM, without transport or secrets."""
+    cls = type(llm)
+    state = request_state(llm)
+    params = _configuration(llm, LLM_TRANSPORT_FIELDS)
     meta = llm.metadata
     return {
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "params": params,
+        "state": state,
         "meta": {"model_name": meta.model_name, "chat": meta.is_chat_model,
                  "role": str(getattr(meta, "system_role", ""))},
     }  # fmt: skip
 
 
+def _file_digest(path: Any) -> dict[str, str]:
+    """What a block's file holds now: the provider is sent the bytes, not the path."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise Uncacheable(f"cannot read {path!s} to key it by content ({exc})") from exc
+    return {"sha256": hashlib.sha256(data).hexdigest()}
+
+
 def messages_for_key(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
-    """Messages as JSON, without provider prompt-caching markers (they never change answers)."""
+    """Messages as JSON, as the provider sees them.
+
+    Provider prompt-caching markers (``CachePoint``) are dropped: they never change answers.
+    A block that points at a file (``ImageBlock(path=...)``, audio, documents, video) is keyed
+    by the file's current bytes, since overwriting the file changes what is sent. Ids are kept:
+    in LlamaIndex messages they are content (a Responses ``item_reference``, a reasoning item),
+    never a per-run message id.
+    """
     out = []
     for message in messages:
         data = message.model_dump(mode="json")
         blocks = data.get("blocks")
-        if isinstance(blocks, list) and any(isinstance(b, CachePoint) for b in message.blocks):
-            data["blocks"] = [
-                b for b, ob in zip(blocks, message.blocks, strict=False)
-                if not isinstance(ob, CachePoint)
-            ]  # fmt: skip
+        if isinstance(blocks, list):
+            kept = []
+            for dumped, block in zip(blocks, message.blocks, strict=False):
+                if isinstance(block, CachePoint):
+                    continue
+                path = getattr(block, "path", None)
+                if path is not None and isinstance(dumped, dict):
+                    inline = any(getattr(block, f, None) for f in _BINARY_FIELDS)
+                    dumped = {**dumped, "path": None if inline else _file_digest(path)}
+                kept.append(dumped)
+            data["blocks"] = kept
         out.append(data)
     return out
 
 
 def embedding_identity(model: Any) -> str:
-    """A digest of what determines an embedding model's vectors: class and plain settings."""
+    """A digest of an embedding model's class and whole configuration (endpoint included).
+
+    :raises Uncacheable: a setting has no exact key form (pass ``model_id=`` instead).
+    """
     cls = type(model)
-    params: dict[str, Any] = {}
-    for name, info in getattr(cls, "model_fields", {}).items():
-        if name.startswith("_") or name in _EMBED_SKIP or _SECRETISH.search(name):
-            continue
-        if getattr(info, "exclude", None) is True:  # excluded from serialization: not identity
-            continue
-        value = getattr(model, name, None)
-        if isinstance(value, enum.Enum):
-            value = value.value
-        if is_plain(value):
-            params[name] = value
+    params = _configuration(model, EMBED_TRANSPORT_FIELDS)
     return digest({"class": f"{cls.__module__}.{cls.__qualname__}", "params": params})[:32]

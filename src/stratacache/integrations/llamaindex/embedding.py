@@ -26,9 +26,10 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
 
+from stratacache.errors import ConfigurationError
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
 from stratacache.integrations._vectors import EmbeddingPlan, VectorMemo
-from stratacache.integrations.llamaindex._keys import embedding_identity
+from stratacache.integrations.llamaindex._keys import Uncacheable, embedding_identity
 from stratacache.integrations.llamaindex.events import CacheHitEvent, CacheMissEvent, emit
 from stratacache.integrations.llamaindex.ratelimit import metered, settle
 from stratacache.tiered import TieredCache
@@ -168,9 +169,17 @@ def _cacher(
     base = cache if cache is not None else default_cache()
     if not isinstance(base, TieredCache):
         raise TypeError(f"cache must be a stratacache.TieredCache, not {type(base).__name__}")
+    if model_id is None:
+        try:
+            model_id = embedding_identity(model)
+        except Uncacheable as exc:
+            raise ConfigurationError(
+                f"cannot key {type(model).__name__}'s vectors by its configuration ({exc}); "
+                "pass model_id= naming the model and its settings"
+            ) from exc
     return EmbeddingCacher(
         kind_namespace(base, "li-emb", namespace),
-        model_id or embedding_identity(model),
+        model_id,
         ttl=ttl,
         batch_size=model.embed_batch_size,
         memo_bytes=memo_bytes,

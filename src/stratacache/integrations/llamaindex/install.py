@@ -17,6 +17,7 @@ from typing import Any
 
 from llama_index.core import Settings
 
+from stratacache.errors import ConfigurationError
 from stratacache.integrations.llamaindex.embedding import (
     CachedEmbedding,
     patch_embedding,
@@ -65,12 +66,18 @@ def install(
             done["llm"] = type(current_llm).__name__
         current_emb = Settings._embed_model
         if embed_model and current_emb is not None and not isinstance(current_emb, CachedEmbedding):
-            state["embed_model"] = current_emb
-            if in_place:
-                patch_embedding(current_emb, cache, ttl=ttl)
+            try:
+                if in_place:
+                    patch_embedding(current_emb, cache, ttl=ttl)
+                else:
+                    Settings._embed_model = CachedEmbedding(current_emb, cache, ttl=ttl)
+            except ConfigurationError as exc:
+                # install() also runs inside unmodified programs (stratacache run): a model we
+                # cannot key stays uncached rather than stopping the program.
+                logger.warning("stratacache.llamaindex.install: embed_model not cached: %s", exc)
             else:
-                Settings._embed_model = CachedEmbedding(current_emb, cache, ttl=ttl)
-            done["embed_model"] = type(current_emb).__name__
+                state["embed_model"] = current_emb
+                done["embed_model"] = type(current_emb).__name__
         if done["llm"] is None and done["embed_model"] is None:
             logger.info("stratacache.llamaindex.install: no Settings.llm/embed_model to cache")
         _state = state

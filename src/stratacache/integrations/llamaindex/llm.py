@@ -1,9 +1,9 @@
 """``CachedLLM``: exact-match caching for any LlamaIndex LLM (LlamaIndex has no LLM cache).
 
 ``complete``, ``chat``, ``stream_complete``, ``stream_chat`` and their async twins are cached;
-sync and async share entries. Keys hold an allow-listed, secret-free model identity (model,
-temperature, max_tokens, ...), the messages (without ``CachePoint`` markers) and the call
-kwargs, so tools and ``tool_choice`` passed by ``chat_with_tools`` are part of the key.
+sync and async share entries. Keys hold the model's whole configuration minus a documented
+transport/secret deny-list (see ``_keys``), the messages (files keyed by their bytes) and the
+call kwargs, so tools and ``tool_choice`` passed by ``chat_with_tools`` are part of the key.
 Streams replay chunk by chunk and are stored only once fully consumed; errors, empty answers
 and interrupted streams are never stored.
 
@@ -41,14 +41,15 @@ from stratacache._stats import GLOBAL_SAVINGS
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
 from stratacache.integrations.llamaindex._keys import (
     Uncacheable,
-    jsonable,
+    clean_kwargs,
     llm_identity,
     messages_for_key,
+    request_state,
 )
 from stratacache.integrations.llamaindex.embedding import count_tokens
 from stratacache.integrations.llamaindex.events import CacheHitEvent, CacheMissEvent, emit
 from stratacache.integrations.llamaindex.ratelimit import metered, settle, usage_of
-from stratacache.keys import TRANSPORT_FIELDS, make_key
+from stratacache.keys import make_key
 from stratacache.tiered import TieredCache
 from stratacache.tiers.base import MISS
 
@@ -81,12 +82,7 @@ def _dump(resp: Any) -> dict[str, Any]:
 def _prompt_text(payload: Any) -> str:
     if isinstance(payload, dict):
         return str(payload.get("prompt", ""))
-    parts = []
-    for m in payload:
-        for b in m.get("blocks", ()):
-            if isinstance(b, dict) and isinstance(b.get("text"), str):
-                parts.append(b["text"])
-    return "\n".join(parts)
+    return "\n".join(m.content or "" for m in payload)
 
 
 class LLMCacher:
@@ -104,13 +100,18 @@ class LLMCacher:
 
     def key(self, llm: Any, method: str, payload: Any, kwargs: dict[str, Any]) -> str | None:
         try:
-            ident: Any = self.model_id or llm_identity(llm)
-            clean = {k: v for k, v in kwargs.items() if k not in TRANSPORT_FIELDS}
-            messages = payload if isinstance(payload, list) else None
+            ident: Any = (
+                llm_identity(llm)
+                if self.model_id is None
+                else {"model_id": self.model_id, "state": request_state(llm)}
+            )
             prompt = payload if isinstance(payload, dict) else None
+            # Not make_key's ``messages=``: its per-run id stripping is for LangChain-style
+            # message dicts; ids inside LlamaIndex messages are content (see messages_for_key).
+            chat = None if prompt is not None else messages_for_key(payload)
             return make_key(
-                messages=messages, namespace="li", llm=ident, method=method, prompt=prompt,
-                kwargs=jsonable(clean),
+                namespace="li", llm=ident, method=method, prompt=prompt, chat=chat,
+                kwargs=clean_kwargs(kwargs),
             )  # fmt: skip
         except Uncacheable as exc:
             self.stats.problem("uncacheable", "call not cached: %s", exc)
@@ -372,13 +373,13 @@ class CachedLLM(LLM):
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return self._cacher.call(
-            self.inner, "chat", messages_for_key(messages), kwargs,
+            self.inner, "chat", messages, kwargs,
             lambda: self.inner.chat(messages, **kwargs), ChatResponse,
         )  # fmt: skip
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         return self._cacher.stream(
-            self.inner, "stream_chat", messages_for_key(messages), kwargs,
+            self.inner, "stream_chat", messages, kwargs,
             lambda: self.inner.stream_chat(messages, **kwargs), ChatResponse,
         )  # fmt: skip
 
@@ -402,7 +403,7 @@ class CachedLLM(LLM):
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return await self._cacher.acall(
-            self.inner, "chat", messages_for_key(messages), kwargs,
+            self.inner, "chat", messages, kwargs,
             lambda: self.inner.achat(messages, **kwargs), ChatResponse,
         )  # fmt: skip
 
@@ -410,7 +411,7 @@ class CachedLLM(LLM):
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         return await self._cacher.astream(
-            self.inner, "stream_chat", messages_for_key(messages), kwargs,
+            self.inner, "stream_chat", messages, kwargs,
             lambda: self.inner.astream_chat(messages, **kwargs), ChatResponse,
         )  # fmt: skip
 
@@ -471,9 +472,9 @@ _LLM_METHODS = (
     "complete", "stream_complete", "chat", "stream_chat",
     "acomplete", "astream_complete", "achat", "astream_chat",
 )  # fmt: skip
-#: Objects whose cached method is running in this context: a CustomLLM's chat() calls its own
+#: Patches whose cached method is running in this context: a CustomLLM's chat() calls its own
 #: complete(), which must pass straight through instead of being cached (and metered) again.
-_active: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+_active: contextvars.ContextVar[frozenset[object]] = contextvars.ContextVar(
     "stratacache_llamaindex_active", default=frozenset()
 )
 
@@ -497,7 +498,8 @@ def patch_llm(
     cacher = _make_cacher(cache, namespace, ttl, model_id)
     cls = type(llm)
     orig = {name: getattr(cls, name).__get__(llm) for name in _LLM_METHODS}
-    me = id(llm)
+    # A token owned by this patch, not id(llm): ids are reused once an object is freed.
+    me = object()
 
     def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -540,9 +542,7 @@ def patch_llm(
 
         if nested():
             return cast(ChatResponse, call())
-        out: ChatResponse = guarded(cacher.call)(
-            llm, "chat", messages_for_key(messages), kw, call, ChatResponse
-        )
+        out: ChatResponse = guarded(cacher.call)(llm, "chat", messages, kw, call, ChatResponse)
         return out
 
     def stream_chat(messages: Sequence[ChatMessage], **kw: Any) -> ChatResponseGen:
@@ -552,7 +552,7 @@ def patch_llm(
         if nested():
             return cast(ChatResponseGen, call())
         out: ChatResponseGen = guarded(cacher.stream)(
-            llm, "stream_chat", messages_for_key(messages), kw, call, ChatResponse
+            llm, "stream_chat", messages, kw, call, ChatResponse
         )
         return out
 
@@ -596,7 +596,7 @@ def patch_llm(
         if nested():
             return cast(ChatResponse, await call())
         out: ChatResponse = await aguarded(
-            cacher.acall(llm, "chat", messages_for_key(messages), kw, call, ChatResponse)
+            cacher.acall(llm, "chat", messages, kw, call, ChatResponse)
         )
         return out
 
@@ -607,7 +607,7 @@ def patch_llm(
         if nested():
             return cast(ChatResponseAsyncGen, await call())
         out: ChatResponseAsyncGen = await aguarded(
-            cacher.astream(llm, "stream_chat", messages_for_key(messages), kw, call, ChatResponse)
+            cacher.astream(llm, "stream_chat", messages, kw, call, ChatResponse)
         )
         return out
 
