@@ -23,16 +23,29 @@ from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.storage.kvstore import SimpleKVStore
-from pydantic import Field
+from pydantic import BaseModel, PrivateAttr
 
 import stratacache as sc
 from stratacache.llamaindex import CachedEmbedding, CachedLLM, KVStore
 
 
-class DetEmbedding(MockEmbedding):
-    """Text-dependent deterministic vectors; counts texts embedded."""
+class Counting(BaseModel):
+    """A call counter outside the pydantic fields: a field would be part of the model's cache
+    identity (full configuration), so every call would change the key."""
 
-    calls: int = Field(default=0, exclude=True)
+    _calls: int = PrivateAttr(default=0)
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        self._calls = value
+
+
+class DetEmbedding(Counting, MockEmbedding):
+    """Text-dependent deterministic vectors; counts texts embedded."""
 
     def _vec(self, text: str) -> list[float]:
         h = hash(text) & 0xFFFF
@@ -47,9 +60,7 @@ class DetEmbedding(MockEmbedding):
         return self._vec(query)
 
 
-class CountingLLM(MockLLM):
-    calls: int = Field(default=0, exclude=True)
-
+class CountingLLM(Counting, MockLLM):
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
         self.calls += 1
         return super().complete(prompt, formatted=formatted, **kwargs)
