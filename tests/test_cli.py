@@ -108,3 +108,28 @@ def test_doctor_names_a_tier_that_does_not_answer(tmp_path: Path) -> None:
     assert "BROKEN tier redis" in out.stdout
     assert "ok     tier memory" in out.stdout
     assert "s3cret" not in out.stdout + out.stderr
+
+
+def test_clear_without_namespace_clears_every_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adapters never write under 'default': a bare `stratacache clear` must reach them."""
+    import stratacache as sc
+
+    monkeypatch.setenv("STRATACACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("STRATACACHE_URLS", raising=False)
+    names = ["lc-llm", "myapp.li-emb", "default"]
+    with sc.TieredCache.default() as cache:
+        for name in names:
+            cache.with_namespace(name).set("k", name)
+    only = run("clear", "--namespace", "lc-llm", env_dir=tmp_path)
+    assert only.returncode == 0, only.stderr
+    assert only.stdout.splitlines() == ["cleared namespace 'lc-llm'"]
+    with sc.TieredCache.default(namespace="myapp.li-emb") as cache:
+        assert cache.get("k") == "myapp.li-emb"
+    everything = run("clear", env_dir=tmp_path)
+    assert everything.returncode == 0, everything.stderr
+    for name in names:
+        assert f"cleared namespace {name!r}" in everything.stdout
+        with sc.TieredCache.default(namespace=name) as cache:
+            assert cache.get("k") is None

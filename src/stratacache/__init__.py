@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from stratacache._process_stats import stats
 from stratacache.errors import (
+    CacheClosedError,
     ConfigurationError,
     DependencyError,
     SerializationError,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MISS",
+    "CacheClosedError",
     "ConfigurationError",
     "DependencyError",
     "Miss",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from stratacache.errors import ConfigurationError
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
     from stratacache.tiers.base import Tier
 
-__all__ = ["default_dir", "parse_duration", "parse_size", "tier_from_url"]
+__all__ = ["default_dir", "parse_duration", "parse_size", "redact_url", "tier_from_url"]
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -25,6 +26,20 @@ _SIZE_UNITS = {
 }  # fmt: skip
 _DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NUMBER_UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+#: Largest size any backend can hold: SQLite (diskcache) stores sizes as signed 64-bit ints.
+MAX_SIZE: int = 2**63 - 1
+#: Longest TTL accepted: 100 years. Longer values (or inf) overflow Redis' expiry arithmetic,
+#: and then every write to Redis fails, silently, as a counted tier error.
+MAX_DURATION: float = 100 * 365 * 86400.0
+_CREDENTIALS = re.compile(r"(://[^:@/]*:)[^@]*@")
+
+
+def redact_url(url: object) -> str:
+    """``url`` for messages: the password of ``scheme://user:password@host`` becomes ``***``.
+
+    A regex, not urlsplit: the URLs that need a message are often the ones that do not parse.
+    """
+    return _CREDENTIALS.sub(r"\1***@", str(url))
 
 
 def parse_size(text: str | int, what: str = "size") -> int:
@@ -36,9 +51,19 @@ def parse_size(text: str | int, what: str = "size") -> int:
         unit = match.group(2).lower() if match else None
         if match is None or unit not in _SIZE_UNITS:
             raise ConfigurationError(f"bad {what} {text!r}: write e.g. 4096, 256MB, 10GB or 1GiB")
-        value = int(float(match.group(1)) * _SIZE_UNITS[unit])
-    if value <= 0:
-        raise ConfigurationError(f"{what} must be positive, got {text!r}")
+        try:
+            value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+        except OverflowError:  # "9999…9GB" is inf as a float
+            value = MAX_SIZE + 1
+    return check_size(value, what)
+
+
+def check_size(value: int, what: str = "max_bytes") -> int:
+    """A byte bound every tier can hold: a positive int no larger than :data:`MAX_SIZE`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{what} must be a whole number of bytes, got {value!r}")
+    if not 0 < value <= MAX_SIZE:
+        raise ConfigurationError(f"{what} must be positive and at most {MAX_SIZE}, got {value}")
     return value
 
 
@@ -46,8 +71,13 @@ def parse_duration(text: str | float | None, what: str = "ttl") -> float | None:
     """``"90"``/``90`` -> 90.0 s, ``"5m"``, ``"1h"``, ``"7d"``, ``"250ms"``; None stays None."""
     if text is None:
         return None
+    if isinstance(text, bool) or not isinstance(text, int | float | str):
+        raise ConfigurationError(f"{what} must be seconds or a string like '5m', got {text!r}")
     if isinstance(text, int | float):
-        value = float(text)
+        try:
+            value = float(text)
+        except OverflowError:  # an int beyond float range
+            value = math.inf
     else:
         match = _NUMBER_UNIT.match(text)
         unit = match.group(2).lower() if match else None
@@ -56,8 +86,16 @@ def parse_duration(text: str | float | None, what: str = "ttl") -> float | None:
                 f"bad {what} {text!r}: write seconds or e.g. 250ms, 5m, 1h, 7d"
             )
         value = float(match.group(1)) * _DURATION_UNITS[unit]
-    if value <= 0:
-        raise ConfigurationError(f"{what} must be positive (or None for no expiry), got {text!r}")
+    return check_duration(value, what, text)
+
+
+def check_duration(value: float, what: str, shown: object = None) -> float:
+    """A finite, positive duration of at most :data:`MAX_DURATION` seconds."""
+    if not 0 < value <= MAX_DURATION:  # also False for NaN
+        raise ConfigurationError(
+            f"{what} must be positive and at most {MAX_DURATION:.0f} s (100 years), or None "
+            f"for no expiry; got {value if shown is None else shown!r}"
+        )
     return value
 
 
@@ -78,15 +116,25 @@ def _options(query: str, allowed: set[str], url: str) -> dict[str, str]:
     unknown = set(opts) - allowed
     if unknown:
         raise ConfigurationError(
-            f"unknown option(s) {sorted(unknown)} in {url!r}; allowed: {sorted(allowed)}"
+            f"unknown option(s) {sorted(unknown)} in {redact_url(url)!r}; "
+            f"allowed: {sorted(allowed)}"
         )
     return opts
+
+
+def split_url(url: str) -> SplitResult:
+    """``urlsplit`` whose ValueError (``redis://[::1``) is a ConfigurationError without the
+    password."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"bad URL {redact_url(url)!r}: {exc}") from None
 
 
 def _memory(url: str) -> Tier:
     from stratacache.tiers.memory import MemoryTier
 
-    opts = _options(urlsplit(url).query, {"max_bytes", "ttl", "name"}, url)
+    opts = _options(split_url(url).query, {"max_bytes", "ttl", "name"}, url)
     return MemoryTier(
         parse_size(opts.get("max_bytes", "256MB"), "max_bytes"),
         ttl=parse_duration(opts.get("ttl")),
@@ -99,7 +147,7 @@ def _disk(url: str) -> Tier:
 
     from stratacache.tiers.disk import DiskTier
 
-    parts = urlsplit(url)
+    parts = split_url(url)
     opts = _options(parts.query, {"max_bytes", "ttl", "name", "timeout"}, url)
     # disk:///abs/path, disk://relative/path and disk://~/path all name a directory.
     raw = parts.netloc + parts.path
@@ -116,12 +164,12 @@ def _disk(url: str) -> Tier:
 def _redis(url: str) -> Tier:
     from stratacache.tiers.redis import RedisTier
 
-    parts = urlsplit(url)
+    parts = split_url(url)
     allowed = {"ttl", "name", "timeout", "connect_timeout", "max_connections"}
     opts = _options(parts.query, allowed, url)
     max_conn = opts.get("max_connections", "64")
     if not max_conn.isdigit():
-        raise ConfigurationError(f"max_connections must be a whole number in {url!r}")
+        raise ConfigurationError(f"max_connections must be a whole number in {redact_url(url)!r}")
     return RedisTier(
         parts._replace(query="").geturl(),
         ttl=parse_duration(opts.get("ttl")),
@@ -149,13 +197,13 @@ def tier_from_url(url: str) -> Tier:
     ``unix://`` or ``redis+cluster://`` URLs."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
-            f"bad tier URL {url!r}: expected e.g. 'memory://', 'disk:///var/cache/app', "
-            "'redis://localhost:6379/0'"
+            f"bad tier URL {redact_url(url)!r}: expected e.g. 'memory://', "
+            "'disk:///var/cache/app', 'redis://localhost:6379/0'"
         )
     scheme = url.split("://", 1)[0].lower()
     factory = _FACTORIES.get(scheme)
     if factory is None:
         raise ConfigurationError(
-            f"unknown tier scheme {scheme!r} in {url!r}; known: {sorted(_FACTORIES)}"
+            f"unknown tier scheme {scheme!r} in {redact_url(url)!r}; known: {sorted(_FACTORIES)}"
         )
     return factory(url)

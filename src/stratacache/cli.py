@@ -132,8 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = sub.add_parser("stats", help="tiers and sizes of the default cache")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.add_argument("--namespace", default=None)
-    clear = sub.add_parser("clear", help="invalidate one namespace of the default cache")
-    clear.add_argument("--namespace", default=None)
+    clear = sub.add_parser(
+        "clear", help="invalidate one namespace of the default cache (default: all of them)"
+    )
+    clear.add_argument(
+        "--namespace", default=None, help="only this namespace (default: every namespace used)"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -150,11 +154,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for tier in summary["tiers"]:
                     print(f"{tier['name']:<10} {tier['kind']:<8} size={tier['size_bytes']}")
         elif args.command == "clear":
-            cache.clear()
-            print(f"cleared namespace {cache.namespace!r}")
+            return _clear(cache, args.namespace)
     finally:
         cache.close()
     return 0
+
+
+def _clear(cache: Any, namespace: str | None) -> int:
+    """Clear ``namespace``, or every namespace stratacache used in the configured tiers: the
+    adapters write under their own namespaces (``lc-llm``, ``myapp.li-emb``…), never under
+    ``default``, so clearing one fixed name would leave their entries in place."""
+    from stratacache.errors import StrataCacheError
+
+    names = [namespace] if namespace else cache._namespaces()
+    if not names:
+        print("nothing to clear: no stratacache namespace in the configured tiers")
+    failed = False
+    for name in names:
+        try:
+            cache.clear(name)
+        except StrataCacheError as exc:
+            failed = True
+            print(f"could not clear namespace {name!r}: {exc}", file=sys.stderr)
+        else:
+            print(f"cleared namespace {name!r}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -9,16 +9,21 @@
     ├── DependencyError               an optional extra is not installed (names the extra)
     ├── RequestTooLargeError          one request needs more tokens than a minute's budget
     ├── RateLimitTimeout              the limiter could not grant a request within ``timeout``
-    └── TierError                     a tier failed; internal, never reaches a cache caller
+    ├── CacheClosedError              a cache (or tier) used after ``close()``
+    └── TierError                     a tier failed; a miss for reads and writes, raised only
+                                      by ``clear()`` when the invalidation did not reach a tier
 
-A failing tier is never an exception for the caller of a cache method: ``TierError`` is
-raised inside the tier layer and turned into a miss by :class:`stratacache.TieredCache`.
-It is public only so that third-party tiers can raise it.
+A failing tier is never an exception for the caller of ``get``/``set``/``get_or_set``:
+``TierError`` is raised inside the tier layer and turned into a miss by
+:class:`stratacache.TieredCache`. ``clear()`` is the exception: it is an explicit admin action,
+and a clear that did not reach a shared tier leaves other processes serving the old entries, so
+it raises ``TierError`` naming the tier. It is public so that third-party tiers can raise it.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CacheClosedError",
     "ConfigurationError",
     "DependencyError",
     "GraphCycleError",
@@ -64,6 +69,14 @@ class RequestTooLargeError(StrataCacheError, ValueError):
 
 class RateLimitTimeout(StrataCacheError, TimeoutError):
     """The rate limiter could not grant a request within the caller's ``timeout``."""
+
+
+class CacheClosedError(StrataCacheError, RuntimeError):
+    """A cache or tier was used after ``close()``.
+
+    Reconnecting silently would reopen connections that the caller meant to release (often at
+    shutdown, after the event loop or the Redis server is gone), so this is an error.
+    """
 
 
 class GraphCycleError(ConfigurationError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
+import math
 import os
 import re
 import threading
@@ -27,9 +28,9 @@ from stratacache._breaker import CircuitBreaker
 from stratacache._config import default_dir, parse_duration, tier_from_url
 from stratacache._stats import TierStats
 from stratacache.codec import DEFAULT_COMPRESS_THRESHOLD, DecodeError, decode, encode
-from stratacache.errors import ConfigurationError, SerializationError
+from stratacache.errors import CacheClosedError, ConfigurationError, SerializationError, TierError
 from stratacache.keys import check_namespace
-from stratacache.tiers.base import META_PREFIX, MISS, LeaseSupport, SetEntry, Tier
+from stratacache.tiers.base import DATA_PREFIX, META_PREFIX, MISS, LeaseSupport, SetEntry, Tier
 
 if TYPE_CHECKING:
     import asyncio
@@ -43,8 +44,10 @@ logger = logging.getLogger("stratacache")
 T = TypeVar("T")
 
 #: Keys longer than this are stored under their sha256: Redis and SQLite index long keys
-#: poorly, and "k:"/"h:" prefixes keep the two forms from ever colliding.
+#: poorly, and "k:"/"h:" prefixes keep the two forms from ever colliding. Keys that a backend
+#: cannot store as text (a lone surrogate from os.fsdecode, a NUL) are hashed too.
 _MAX_RAW_KEY = 200
+_GEN_SUFFIX = ":gen"
 _SPLIT_URLS = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
 
 
@@ -117,7 +120,9 @@ class TieredCache:
       across processes when a shared tier (Redis, else disk) can hold a short lease.
     * ``clear`` bumps the namespace's generation counter, an O(1) write: old entries become
       unreachable at once in this process and within ``generation_refresh`` seconds in
-      others, then age out. It never flushes a database or scans a keyspace.
+      others. It then deletes that namespace's older generations from the shared tiers (a
+      scan of its exact key prefix only), so entries without a TTL cannot pile up in Redis.
+      It never flushes a database, and a clear that misses a shared tier raises TierError.
     * A tier that raises or times out is a miss, counted in :meth:`stats`, logged once per
       outage, and skipped by its circuit breaker until a probe succeeds.
 
@@ -148,9 +153,22 @@ class TieredCache:
             raise ConfigurationError("TieredCache needs at least one tier")
         if not all(isinstance(t, Tier) for t in tiers):
             raise ConfigurationError("every tier must be a stratacache.tiers.Tier instance")
-        if generation_refresh < 0 or lock_timeout <= 0 or breaker_threshold < 1:
+        finite = all(
+            math.isfinite(x)
+            for x in (generation_refresh, lock_timeout, breaker_backoff, breaker_max_backoff)
+        )
+        # inf/nan would overflow a lease's PX or never let the breaker probe again.
+        if (
+            not finite
+            or generation_refresh < 0
+            or not 0 < lock_timeout <= 86400
+            or breaker_threshold < 1
+            or breaker_backoff < 0
+            or breaker_max_backoff < 0
+        ):
             raise ConfigurationError(
-                "generation_refresh must be >= 0, lock_timeout > 0 and breaker_threshold >= 1"
+                "generation_refresh must be >= 0, lock_timeout > 0 (at most a day), "
+                "breaker_threshold >= 1 and the breaker back-offs >= 0, all finite"
             )
         self.namespace = check_namespace(namespace)
         self.ttl = parse_duration(ttl)
@@ -172,7 +190,8 @@ class TieredCache:
         self._flights: dict[tuple[str, str], _Flight] = {}
         self._flights_lock = threading.Lock()
         self._aflights: dict[tuple[int, str, str], asyncio.Future[Any]] = {}
-        self._closed = False
+        #: Shared with every with_namespace() view: closing one closes the tiers of all.
+        self._closed = threading.Event()
         #: How to build this cache again in another process: ``(urls or None for default(),
         #: options)``; None for a cache built from tier objects, which cannot be pickled.
         self._recipe: tuple[tuple[str, ...] | None, dict[str, Any]] | None = None
@@ -257,12 +276,17 @@ class TieredCache:
             if raw is _FAILED:
                 continue
             try:
-                seen[i] = int(raw) if isinstance(raw, bytes) else 0
+                seen[i] = int(raw) if isinstance(raw, bytes) else -1
             except ValueError:
-                seen[i] = 0
+                seen[i] = -1
         gen = max([known, *seen.values()])
         for i, value in seen.items():
-            if value < gen:
+            if value < 0:
+                # First use of the namespace in this tier: the generation key is also its
+                # registry entry (see _namespaces_plan). Set-if-absent, so that a clear()
+                # racing with us in another process is never undone.
+                yield _Call(i, "add", (key, str(gen).encode()), meta=True)
+            elif value < gen:
                 yield _Call(i, "set", (key, str(gen).encode(), None), meta=True)
         self._gens[namespace] = (gen, time.monotonic())
         return gen
@@ -275,14 +299,14 @@ class TieredCache:
         if entry is not None and (
             not self._shared or time.monotonic() - entry[1] < self.generation_refresh
         ):
-            return f"sc:{ns}:{entry[0]}:"
+            return f"{DATA_PREFIX}{ns}:{entry[0]}:"
         return None
 
     def _prefix(self) -> Plan[str]:
         prefix = self._known_prefix()
         if prefix is None:
             gen = yield from self._refresh_generation(self.namespace)
-            prefix = f"sc:{self.namespace}:{gen}:"
+            prefix = f"{DATA_PREFIX}{self.namespace}:{gen}:"
         return prefix
 
     def _pkey(self, key: str) -> Plan[str]:
@@ -294,8 +318,16 @@ class TieredCache:
     def _storage_key(key: str) -> str:
         if not isinstance(key, str):
             raise SerializationError(f"cache keys must be str, got {type(key).__name__!r}")
-        if len(key) <= _MAX_RAW_KEY:
-            return "k:" + key
+        if len(key) <= _MAX_RAW_KEY and "\x00" not in key:
+            if key.isascii():
+                return "k:" + key
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                pass  # a lone surrogate: SQLite and redis-py would raise on every call
+            else:
+                return "k:" + key
+        # surrogatepass is injective on every str, so distinct keys keep distinct hashes.
         return "h:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
     # -- plans -------------------------------------------------------------------------------
@@ -326,7 +358,9 @@ class TieredCache:
             return MISS, None
         return value, expires_at - now
 
-    def _get_plan(self, key: str) -> Plan[Any]:
+    def _get_plan(self, key: str, count: bool = True) -> Plan[Any]:
+        """Read-through lookup; ``count=False`` for the re-reads of single-flight, which are
+        part of one request that was already counted."""
         storage_key = self._storage_key(key)
         pk = (self._known_prefix() or (yield from self._prefix())) + storage_key
         now = time.time()
@@ -340,9 +374,11 @@ class TieredCache:
                 continue
             for j in range(i):  # promote with the time it has left, never a fresh TTL
                 yield _Call(j, "set", (pk, data, self._tier_ttl(j, remaining)))
-            self._requests["hits"] += 1
+            if count:
+                self._requests["hits"] += 1
             return value
-        self._requests["misses"] += 1
+        if count:
+            self._requests["misses"] += 1
         return MISS
 
     def _get_many_plan(self, keys: Iterable[str]) -> Plan[dict[str, Any]]:
@@ -401,11 +437,48 @@ class TieredCache:
             yield _Call(i, "delete", (pk,))
 
     def _clear_plan(self, namespace: str) -> Plan[None]:
+        """Bump the generation in every shared tier, then sweep the older generations.
+
+        A shared tier that missed the bump keeps serving the old entries to other processes,
+        so that is reported (TierError) rather than returned as success; this process still
+        uses the new generation. The sweep is best effort: an entry it misses (a process still
+        writing the old generation) is unreachable anyway and goes at the next clear.
+        """
         gen = yield from self._refresh_generation(namespace)
         key = self._gen_key(namespace)
+        missed = []
         for i in self._shared:
-            yield _Call(i, "set", (key, str(gen + 1).encode(), None), meta=True)
+            done = yield _Call(i, "set", (key, str(gen + 1).encode(), None), meta=True)
+            if done is _FAILED:
+                missed.append(self.tiers[i].name)
         self._gens[namespace] = (gen + 1, time.monotonic())
+        if missed:
+            raise TierError(
+                f"clear({namespace!r}) could not reach tier(s) {', '.join(missed)}: other "
+                "processes using them still see the old entries; retry when they are back"
+            )
+        prefix = f"{DATA_PREFIX}{namespace}:"
+        for i in self._shared:
+            keys = yield _Call(i, "scan", (prefix,), meta=True)
+            if keys is _FAILED:
+                continue
+            old = [k for k in keys if _generation_of(k, prefix) < gen + 1]
+            if old:
+                yield _Call(i, "delete_many", (old,), meta=True)
+
+    def _namespaces_plan(self) -> Plan[list[str]]:
+        """Namespaces with a generation in a shared tier (every namespace used since this
+        version), plus those this process used."""
+        found = set(self._gens)
+        for i in self._shared:
+            keys = yield _Call(i, "scan", (META_PREFIX,), meta=True)
+            if keys is _FAILED:
+                continue
+            for key in keys:
+                name = key[len(META_PREFIX) : -len(_GEN_SUFFIX)]
+                if key.endswith(_GEN_SUFFIX) and _valid_namespace(name):
+                    found.add(name)
+        return sorted(found)
 
     def _fill_plan(self, key: str, compute: Callable[[], Any], ttl: float | None) -> Plan[Any]:
         """After a miss: take the cross-process lease (or wait for its holder's value),
@@ -430,10 +503,16 @@ class TieredCache:
                     break  # lease tier down or holder too slow: compute ourselves
                 yield _Sleep(delay)
                 delay = min(delay * 2, 0.2)
-                value = yield from self._get_plan(key)
+                value = yield from self._get_plan(key, count=False)
                 if value is not MISS:
                     return value
         try:
+            if token is not None:
+                # Another process may have computed, stored and released between our miss and
+                # our lease: read again, or the key is computed twice.
+                value = yield from self._get_plan(key, count=False)
+                if value is not MISS:
+                    return value
             value = yield _Compute(compute)
             yield from self._set_plan(key, value, ttl)
         finally:
@@ -476,7 +555,9 @@ class TieredCache:
     def _fail(self, call: _Call, exc: Exception) -> _Failed:
         health = self._health[call.tier]
         health.stats.errors += 1
-        opened = health.breaker.failure(time.monotonic())
+        # A key the backend cannot encode is that call's problem, not the tier's health: it
+        # must not open the breaker and turn every valid key into a miss.
+        opened = not isinstance(exc, UnicodeError) and health.breaker.failure(time.monotonic())
         name = self.tiers[call.tier].name
         if not health.failing:
             # Once per outage: a dead Redis must not write a warning per request.
@@ -520,7 +601,14 @@ class TieredCache:
         self._ok(call, result, time.perf_counter() - start)
         return result
 
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise CacheClosedError(
+                f"{self!r} was closed; build a new TieredCache (a closed cache does not reconnect)"
+            )
+
     def _drive(self, plan: Plan[T]) -> T:
+        self._check_open()
         try:
             step = next(plan)
             while True:
@@ -543,6 +631,7 @@ class TieredCache:
     async def _adrive(self, plan: Plan[T]) -> T:
         import asyncio
 
+        self._check_open()
         try:
             step = next(plan)
             while True:
@@ -622,15 +711,25 @@ class TieredCache:
         return flight.value  # type: ignore[no-any-return]
 
     def clear(self, namespace: str | None = None) -> None:
-        """Invalidate one namespace (default: this cache's) in O(1); other namespaces and
-        whatever else shares the Redis database are untouched."""
+        """Invalidate one namespace (default: this cache's); other namespaces and whatever
+        else shares the Redis database are untouched.
+
+        :raises TierError: if a shared tier did not take the new generation (other processes
+            would keep serving the old entries). Clearing is an admin action; retry it.
+        """
         ns = check_namespace(namespace) if namespace else self.namespace
         self._drive(self._clear_plan(ns))
 
+    def _namespaces(self) -> list[str]:
+        """Every namespace stratacache has used in the shared tiers (for ``stratacache clear``)."""
+        return self._drive(self._namespaces_plan())
+
     def close(self) -> None:
-        if self._closed:
+        """Release connections and files; the cache (and its with_namespace views) then
+        raises CacheClosedError instead of reconnecting."""
+        if self._closed.is_set():
             return
-        self._closed = True
+        self._closed.set()
         for tier in self.tiers:
             try:
                 tier.close()
@@ -707,9 +806,9 @@ class TieredCache:
         await self._adrive(self._clear_plan(ns))
 
     async def aclose(self) -> None:
-        if self._closed:
+        if self._closed.is_set():
             return
-        self._closed = True
+        self._closed.set()
         for tier in self.tiers:
             try:
                 await tier.aclose()
@@ -730,7 +829,7 @@ class TieredCache:
         tiers = []
         for tier, health in zip(self.tiers, self._health, strict=True):
             try:
-                size = tier.size_bytes()
+                size = None if self._closed.is_set() else tier.size_bytes()
             except Exception:
                 size = None
             tiers.append(
@@ -747,6 +846,20 @@ class TieredCache:
     def __repr__(self) -> str:
         names = ", ".join(t.name for t in self.tiers)
         return f"<TieredCache namespace={self.namespace!r} tiers=[{names}]>"
+
+
+def _generation_of(key: str, prefix: str) -> int:
+    """The generation in ``sc:<ns>:<gen>:…``; a huge number (never swept) if it has none."""
+    head = key[len(prefix) :].split(":", 1)[0]
+    return int(head) if head.isdigit() else 2**63
+
+
+def _valid_namespace(name: str) -> bool:
+    try:
+        check_namespace(name)
+    except ConfigurationError:
+        return False
+    return True
 
 
 def _rebuild(urls: tuple[str, ...] | None, options: dict[str, Any]) -> TieredCache:

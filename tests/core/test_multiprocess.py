@@ -41,6 +41,21 @@ def compute():
 print(cache.get_or_set("hot", compute))
 """
 
+MANY_KEYS = """
+import sys, stratacache as sc
+cache = sc.TieredCache.from_urls("memory://", *sys.argv[2:], namespace="mp")
+computed = 0
+
+def compute(i):
+    global computed
+    computed += 1
+    return i
+
+for i in range(int(sys.argv[1])):
+    assert cache.get_or_set(f"key-{i}", lambda: compute(i)) == i
+print(computed)
+"""
+
 
 def run_all(scripts: list[list[str]]) -> list[str]:
     procs = [
@@ -82,3 +97,12 @@ def test_single_flight_across_processes(
     results = run_all([[LEADER, str(log), url] for _ in range(4)])
     assert results == ["shared"] * 4
     assert log.read_text().count("computed") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_many_keys_are_each_computed_once_across_processes(redis_url: str) -> None:
+    """The lease holder re-reads after taking the lease: a process that missed just before
+    another one stored the value and released must not compute it again."""
+    counts = run_all([[MANY_KEYS, "300", redis_url] for _ in range(4)])
+    assert sum(map(int, counts)) == 300

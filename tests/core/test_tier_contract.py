@@ -116,3 +116,33 @@ def test_leases_are_exclusive_and_expire(shared_tier: Tier) -> None:
     assert tier.acquire_lease("scmeta:lease:x", "you", 0.2)
     time.sleep(0.4)
     assert tier.acquire_lease("scmeta:lease:x", "third", 1.0)
+
+
+def test_scan_by_exact_prefix_and_delete_many(tier: Tier) -> None:
+    keys = [f"sc:ns:{g}:k:{i}" for g in (1, 2) for i in range(30)]
+    tier.set_many([(k, b"v", None) for k in keys] + [("sc:ns2:1:k:0", b"v", None)])
+    tier.set("scmeta:ns:gen", b"2", None)
+    if not tier.shared:  # only shared tiers are swept; memory lists its keys all the same
+        assert sorted(tier.scan("sc:ns:1:")) == sorted(keys[:30])
+    assert sorted(tier.scan("sc:ns:")) == sorted(keys)
+    assert tier.scan("scmeta:") == ["scmeta:ns:gen"]
+    assert tier.scan("sc:[n]*") == []  # glob characters are literal
+    tier.delete_many(keys[:30])
+    assert sorted(tier.scan("sc:ns:")) == sorted(keys[30:])
+    assert tier.get("sc:ns2:1:k:0") == b"v"
+
+
+async def test_async_scan_delete_many_and_add(tier: Tier) -> None:
+    await tier.aset_many([("sc:a:0:k:1", b"1", None), ("sc:a:0:k:2", b"2", None)])
+    assert sorted(await tier.ascan("sc:a:")) == ["sc:a:0:k:1", "sc:a:0:k:2"]
+    await tier.adelete_many(["sc:a:0:k:1"])
+    assert await tier.ascan("sc:a:") == ["sc:a:0:k:2"]
+    assert await tier.aadd("scmeta:a:gen", b"0")
+    assert not await tier.aadd("scmeta:a:gen", b"5")
+    assert await tier.aget("scmeta:a:gen") == b"0"
+
+
+def test_add_is_set_if_absent_without_expiry(tier: Tier) -> None:
+    assert tier.add("scmeta:x:gen", b"0")
+    assert not tier.add("scmeta:x:gen", b"7")
+    assert tier.get("scmeta:x:gen") == b"0"

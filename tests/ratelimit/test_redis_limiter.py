@@ -189,3 +189,28 @@ def test_unreachable_redis_at_start_is_not_a_crash() -> None:
 
     asyncio.run(main())
     limiter.close()
+
+
+def _client_count(redis_url: str) -> int:
+    """Connections the test server has open, not counting the one asking."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    count = len(client.client_list()) - 1
+    client.close()
+    return count
+
+
+def test_async_use_from_many_event_loops_does_not_leak_connections(redis_url: str) -> None:
+    """Each asyncio.run makes a new loop; its client must close with it, not pile up."""
+    limiter = RateLimiter(rpm=60_000, redis_url=redis_url, name="loops")
+    before = _client_count(redis_url)
+
+    async def acquire() -> None:
+        async with limiter.aacquire() as lease:
+            lease.settle(0)
+
+    for _ in range(5):
+        asyncio.run(acquire())
+    assert _client_count(redis_url) == before
+    limiter.close()

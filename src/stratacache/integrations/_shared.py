@@ -7,6 +7,7 @@ WARNING, then at DEBUG.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
 __all__ = ["AdapterStats", "default_cache", "kind_namespace"]
 
 logger = logging.getLogger("stratacache")
+
+#: The longest namespace check_namespace() accepts.
+_MAX_NAMESPACE = 64
+#: Hex digits of sha256 kept when an adapter namespace is too long: 96 bits.
+_DIGEST_CHARS = 24
 
 _default: TieredCache | None = None
 _default_lock = threading.Lock()
@@ -46,12 +52,22 @@ def kind_namespace(cache: TieredCache, kind: str, namespace: str | None) -> Tier
     Per-kind namespaces make ``clear()`` on one adapter leave the others' entries alone. A
     user namespace (``myapp``) is kept as a prefix (``myapp.lc-llm``) so apps sharing a Redis
     stay apart; an explicit ``namespace`` wins.
+
+    Namespaces are at most 64 characters. Cutting ``<64-char base>.lc-llm`` to 64 would give
+    back the base itself, and clearing the adapter would clear the user's own entries (and
+    every other adapter's). So a name that does not fit keeps the kind and replaces the tail
+    of the base by a digest of the full name: distinct inputs stay distinct.
     """
     if namespace:
         return cache.with_namespace(namespace)
     if cache.namespace in ("default", ""):
         return cache.with_namespace(kind)
-    return cache.with_namespace(f"{cache.namespace}.{kind}"[:64])
+    full = f"{cache.namespace}.{kind}"
+    if len(full) <= _MAX_NAMESPACE:
+        return cache.with_namespace(full)
+    digest = hashlib.sha256(full.encode()).hexdigest()[:_DIGEST_CHARS]
+    head = cache.namespace[: max(0, _MAX_NAMESPACE - len(kind) - _DIGEST_CHARS - 2)]
+    return cache.with_namespace(f"{head}.{digest}.{kind}".lstrip("."))
 
 
 class AdapterStats:

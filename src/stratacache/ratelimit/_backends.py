@@ -7,18 +7,18 @@ and coroutines alike.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from stratacache._config import redact_url
 from stratacache.errors import ConfigurationError, missing_extra
 from stratacache.ratelimit import _gcra
 from stratacache.ratelimit._gcra import Limit
 from stratacache.ratelimit._lua import SCRIPT
+from stratacache.tiers._loops import LoopClients
 
 __all__ = ["LocalBudget", "RedisBudget"]
 
@@ -109,7 +109,9 @@ class RedisBudget:
         parts = urlsplit(url)
         scheme = parts.scheme
         if scheme not in {"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"}:
-            raise ConfigurationError(f"unsupported Redis URL scheme {scheme!r} in {url!r}")
+            raise ConfigurationError(
+                f"unsupported Redis URL scheme {scheme!r} in {redact_url(url)!r}"
+            )
         self.cluster = scheme.endswith("+cluster")
         self._url = urlunsplit((scheme.removesuffix("+cluster"), parts.netloc, parts.path, "", ""))
         self._nodes: list[tuple[str, int]] = []
@@ -117,7 +119,7 @@ class RedisBudget:
             for node in parts.netloc.rsplit("@", 1)[-1].split(","):
                 host, _, port = node.strip().rpartition(":")
                 if not host or not port.isdigit():
-                    raise ConfigurationError(f"bad cluster node {node!r} in {url!r}")
+                    raise ConfigurationError(f"bad cluster node {node!r} in {redact_url(url)!r}")
                 self._nodes.append((host.strip("[]"), int(port)))
         self._password = parts.password
         self._username = parts.username
@@ -134,8 +136,9 @@ class RedisBudget:
         self._lock = threading.Lock()
         self._client: Any = None
         self._script: Any = None
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
-            weakref.WeakKeyDictionary()
+        # One client per event loop, closed when its loop shuts down (see LoopClients).
+        self._aclients: LoopClients[tuple[Any, Any]] = LoopClients(
+            self._new_async_client, _aclose_entry
         )
 
     def _options(self) -> dict[str, Any]:
@@ -172,26 +175,24 @@ class RedisBudget:
             return self._script
 
     def _async(self) -> Any:
-        loop = asyncio.get_running_loop()
-        entry = self._aclients.get(loop)
-        if entry is None:
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
+        return self._aclients.get()[1]
 
-            if self.cluster:
-                from redis.asyncio.cluster import ClusterNode, RedisCluster
+    def _new_async_client(self) -> tuple[Any, Any]:
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-                nodes = [ClusterNode(h, p) for h, p in self._nodes]
-                client: Any = RedisCluster(startup_nodes=nodes, **self._options())
-            else:
-                import redis.asyncio
+        if self.cluster:
+            from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-                client = redis.asyncio.Redis.from_url(
-                    self._url, retry=Retry(NoBackoff(), 0), **self._options()
-                )
-            entry = (client, client.register_script(SCRIPT))
-            self._aclients[loop] = entry
-        return entry[1]
+            nodes = [ClusterNode(h, p) for h, p in self._nodes]
+            client: Any = RedisCluster(startup_nodes=nodes, **self._options())
+        else:
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(
+                self._url, retry=Retry(NoBackoff(), 0), **self._options()
+            )
+        return client, client.register_script(SCRIPT)
 
     # The argument lists are built once here and shared by the sync and async calls.
 
@@ -244,9 +245,12 @@ class RedisBudget:
             if self._client is not None:
                 self._client.close()
             self._client = self._script = None
+        self._aclients.forget_closed()
 
     async def aclose(self) -> None:
-        entry = self._aclients.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[0].aclose()
+        await self._aclients.aclose()
         self.close()
+
+
+async def _aclose_entry(entry: tuple[Any, Any]) -> None:
+    await entry[0].aclose()

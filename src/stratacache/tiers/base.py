@@ -17,7 +17,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
-__all__ = ["META_PREFIX", "MISS", "LeaseSupport", "Miss", "SetEntry", "Tier"]
+from stratacache._config import parse_duration
+
+__all__ = ["DATA_PREFIX", "META_PREFIX", "MISS", "LeaseSupport", "Miss", "SetEntry", "Tier"]
 
 
 class Miss(enum.Enum):
@@ -39,6 +41,11 @@ MISS: Final = Miss.MISS
 #: tier must not evict for space: losing a generation would bring cleared entries back.
 META_PREFIX: Final = "scmeta:"
 
+#: Every entry key starts with this (``sc:<namespace>:<generation>:…``). Tiers that share a
+#: keyspace with other applications (Redis) clear and sweep by this exact prefix, delimiter
+#: included, so a foreign ``scores:…`` is never matched.
+DATA_PREFIX: Final = "sc:"
+
 #: ``(key, data, ttl_seconds_or_None)`` as written by :meth:`Tier.set_many`.
 SetEntry = tuple[str, bytes, float | None]
 
@@ -54,7 +61,7 @@ class Tier(ABC):
 
     def __init__(self, *, ttl: float | None = None, name: str | None = None) -> None:
         #: Upper bound on how long this tier keeps an entry, whatever the write asked for.
-        self.ttl = ttl
+        self.ttl = parse_duration(ttl, f"{self.kind} tier ttl")
         self.name = name or self.kind
 
     @abstractmethod
@@ -87,6 +94,29 @@ class Tier(ABC):
         for key, data, ttl in entries:
             self.set(key, data, ttl)
 
+    def add(self, key: str, data: bytes) -> bool:
+        """Store ``data`` without expiry only if ``key`` is absent; True if it was stored.
+
+        Creates namespace generations: a plain ``set`` could overwrite a generation that
+        another process's ``clear()`` just wrote and bring cleared entries back. Shared tiers
+        override this with an atomic backend operation; the default suits local tiers.
+        """
+        if isinstance(self.get(key), Miss):
+            self.set(key, data, None)
+            return True
+        return False
+
+    def scan(self, prefix: str) -> list[str]:
+        """Every stored key that starts with ``prefix`` (an admin operation: ``clear`` sweeps
+        a namespace's old generations, the CLI lists namespaces). Tiers that cannot list keys
+        return ``[]``; their unreachable entries then leave by TTL or size eviction only."""
+        return []
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove several keys. Override when the backend has a batched delete."""
+        for key in keys:
+            self.delete(key)
+
     def size_bytes(self) -> int | None:
         """Bytes currently stored, when the tier can tell cheaply."""
         return None
@@ -108,6 +138,15 @@ class Tier(ABC):
 
     async def aset_many(self, entries: Iterable[SetEntry]) -> None:
         self.set_many(entries)
+
+    async def aadd(self, key: str, data: bytes) -> bool:
+        return self.add(key, data)
+
+    async def ascan(self, prefix: str) -> list[str]:
+        return self.scan(prefix)
+
+    async def adelete_many(self, keys: Sequence[str]) -> None:
+        self.delete_many(keys)
 
     async def aclear(self) -> None:
         self.clear()

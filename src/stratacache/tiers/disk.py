@@ -11,6 +11,7 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW
 
+from stratacache._config import check_size
 from stratacache.errors import ConfigurationError
 from stratacache.tiers.base import META_PREFIX, MISS, LeaseSupport, Miss, SetEntry, Tier
 
@@ -63,11 +64,9 @@ class DiskTier(Tier, LeaseSupport):
         timeout: float = 1.0,
         name: str | None = None,
     ) -> None:
-        if max_bytes <= 0:
-            raise ConfigurationError(f"disk tier max_bytes must be positive, got {max_bytes}")
         super().__init__(ttl=ttl, name=name)
+        self.max_bytes = check_size(max_bytes, "disk tier max_bytes")
         self.directory = Path(directory).expanduser()
-        self.max_bytes = max_bytes
         try:
             self._cache = diskcache.Cache(
                 str(self.directory),
@@ -142,6 +141,24 @@ class DiskTier(Tier, LeaseSupport):
         with self._cache.transact(retry=False):
             for key, data, ttl in entries:
                 self._store(key).set(key, data, expire=ttl, retry=False)
+
+    def add(self, key: str, data: bytes) -> bool:
+        return bool(self._store(key).add(key, data, retry=False))
+
+    def scan(self, prefix: str) -> list[str]:
+        """A range query on diskcache's key index, so sweeping one namespace costs what that
+        namespace holds, not what the directory holds. Falls back to reading every key should
+        diskcache's internals move."""
+        store = self._store(prefix)
+        try:
+            sql = store._sql
+        except AttributeError:  # pragma: no cover - diskcache internals moved
+            return [k for k in store.iterkeys() if isinstance(k, str) and k.startswith(prefix)]
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
+        rows = sql(
+            "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?", (prefix, end)
+        ).fetchall()
+        return [key for (key,) in rows if isinstance(key, str) and key.startswith(prefix)]
 
     def clear(self) -> None:
         self._cache.clear(retry=False)

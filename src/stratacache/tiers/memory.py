@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from stratacache.errors import ConfigurationError
+from stratacache._config import check_size
 from stratacache.tiers.base import MISS, Miss, SetEntry, Tier
 
 __all__ = ["MemoryTier"]
@@ -35,10 +35,8 @@ class MemoryTier(Tier):
         ttl: float | None = None,
         name: str | None = None,
     ) -> None:
-        if max_bytes <= 0:
-            raise ConfigurationError(f"memory tier max_bytes must be positive, got {max_bytes}")
         super().__init__(ttl=ttl, name=name)
-        self.max_bytes = max_bytes
+        self.max_bytes = check_size(max_bytes, "memory tier max_bytes")
         self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -95,6 +93,10 @@ class MemoryTier(Tier):
     def set_many(self, entries: Iterable[SetEntry]) -> None:
         for key, data, ttl in entries:
             self.set(key, data, ttl)
+
+    def scan(self, prefix: str) -> list[str]:
+        with self._lock:
+            return [key for key in self._data if key.startswith(prefix)]
 
     def clear(self) -> None:
         with self._lock:

@@ -8,15 +8,24 @@ node and ``mget_nonatomic`` (split by slot) on a cluster.
 
 from __future__ import annotations
 
-import asyncio
+import re
 import threading
-import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
-from stratacache.errors import ConfigurationError, missing_extra
-from stratacache.tiers.base import MISS, LeaseSupport, Miss, SetEntry, Tier
+from stratacache._config import redact_url, split_url
+from stratacache.errors import CacheClosedError, ConfigurationError, missing_extra
+from stratacache.tiers._loops import LoopClients
+from stratacache.tiers.base import (
+    DATA_PREFIX,
+    META_PREFIX,
+    MISS,
+    LeaseSupport,
+    Miss,
+    SetEntry,
+    Tier,
+)
 
 __all__ = ["RedisTier"]
 
@@ -25,6 +34,10 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 return 0
 """
 _SCHEMES = {"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"}
+_DB_PATH = re.compile(r"^/?\d*$")
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+#: Keys per UNLINK pipeline when clearing or sweeping.
+_UNLINK_BATCH = 500
 
 
 def _px(ttl: float | None) -> int | None:
@@ -35,7 +48,7 @@ def _cluster_nodes(netloc: str) -> list[tuple[str, int]]:
     nodes = []
     for part in netloc.rsplit("@", 1)[-1].split(","):
         host, _, port = part.strip().rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigurationError(
                 f"bad cluster node {part!r}: write redis+cluster://host:port,host:port"
             )
@@ -52,7 +65,9 @@ class RedisTier(Tier, LeaseSupport):
     by the tiered cache's circuit breaker.
     Connections are opened on first use, so a server that is down at start-up is a miss, not
     a crash. Async calls use a client per event loop, because redis-py's asyncio connections
-    belong to the loop that opened them.
+    belong to the loop that opened them; each is closed when its loop shuts down, so repeated
+    ``asyncio.run`` calls do not accumulate connection pools. After :meth:`close` the tier
+    raises :class:`~stratacache.errors.CacheClosedError` rather than reconnecting.
     """
 
     kind = "redis"
@@ -69,17 +84,21 @@ class RedisTier(Tier, LeaseSupport):
         name: str | None = None,
     ) -> None:
         super().__init__(ttl=ttl, name=name)
-        parts = urlsplit(url)
+        parts = split_url(url)
         if parts.scheme not in _SCHEMES:
             raise ConfigurationError(
                 f"unsupported Redis URL scheme {parts.scheme!r}; use one of {sorted(_SCHEMES)}"
             )
-        if timeout <= 0 or connect_timeout <= 0 or max_connections <= 0:
+        if not (0 < timeout < float("inf") and 0 < connect_timeout < float("inf")) or (
+            max_connections <= 0
+        ):
             raise ConfigurationError(
-                "Redis timeout, connect_timeout and max_connections must be > 0"
+                "Redis timeout, connect_timeout and max_connections must be > 0 and finite"
             )
         self.cluster = parts.scheme.endswith("+cluster")
         self._nodes = _cluster_nodes(parts.netloc) if self.cluster else []
+        if parts.scheme != "unix":
+            _check_address(parts.netloc, parts.path, url, self.cluster)
         scheme = parts.scheme.removesuffix("+cluster")
         self._url = urlunsplit((scheme, parts.netloc, parts.path, "", ""))
         self._options: dict[str, Any] = {
@@ -95,9 +114,8 @@ class RedisTier(Tier, LeaseSupport):
                 self._options["username"] = parts.username
         self._lock = threading.Lock()
         self._client: Any = None
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._closed = False
+        self._aclients: LoopClients[Any] = LoopClients(self._new_async_client, _aclose_client)
         try:
             import redis  # noqa: F401
         except ImportError as exc:
@@ -124,6 +142,8 @@ class RedisTier(Tier, LeaseSupport):
         if client is not None:
             return client
         with self._lock:
+            if self._closed:
+                raise CacheClosedError(f"{self.name} tier was closed; open a new one")
             if self._client is None:
                 if self.cluster:
                     from redis.cluster import ClusterNode, RedisCluster
@@ -142,25 +162,22 @@ class RedisTier(Tier, LeaseSupport):
             return self._client
 
     def _async(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            if self.cluster:
-                from redis.asyncio.cluster import ClusterNode, RedisCluster
+        if self._closed:
+            raise CacheClosedError(f"{self.name} tier was closed; open a new one")
+        return self._aclients.get()
 
-                client = RedisCluster(
-                    startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
-                    retry=self._retry(True),
-                    **self._options,
-                )
-            else:
-                import redis.asyncio
+    def _new_async_client(self) -> Any:
+        if self.cluster:
+            from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-                client = redis.asyncio.Redis.from_url(
-                    self._url, retry=self._retry(True), **self._options
-                )
-            self._aclients[loop] = client
-        return client
+            return RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
+                retry=self._retry(True),
+                **self._options,
+            )
+        import redis.asyncio
+
+        return redis.asyncio.Redis.from_url(self._url, retry=self._retry(True), **self._options)
 
     # -- sync ------------------------------------------------------------------------------
 
@@ -188,28 +205,34 @@ class RedisTier(Tier, LeaseSupport):
         pipe.execute()
 
     def clear(self) -> None:
-        """Unlink every key stratacache wrote (``sc:*``, ``scmeta:*``); never FLUSHDB."""
-        client = self._sync()
-        batch: list[str] = []
-        for key in client.scan_iter(match="sc*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                self._unlink(client, batch)
-                batch = []
-        if batch:
-            self._unlink(client, batch)
+        """Unlink every key stratacache wrote (``sc:…``, ``scmeta:…``), matched by the exact
+        prefix with its delimiter so another application's ``scores:…`` is never touched;
+        never FLUSHDB."""
+        self.delete_many([*self.scan(DATA_PREFIX), *self.scan(META_PREFIX)])
 
-    def _unlink(self, client: Any, keys: list[str]) -> None:
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.unlink(key)
-        pipe.execute()
+    def add(self, key: str, data: bytes) -> bool:
+        return bool(self._sync().set(key, data, nx=True))
+
+    def scan(self, prefix: str) -> list[str]:
+        match = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
+        return [_text(k) for k in self._sync().scan_iter(match=match, count=1000)]
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        # One multi-key UNLINK per batch; on a cluster redis-py splits it by slot.
+        client = self._sync()
+        for start in range(0, len(keys), _UNLINK_BATCH):
+            client.unlink(*keys[start : start + _UNLINK_BATCH])
 
     def close(self) -> None:
+        """Close the connections; using the tier afterwards raises CacheClosedError instead of
+        silently opening new ones. Async clients of other, still running loops close with
+        their loop."""
         with self._lock:
+            self._closed = True
             if self._client is not None:
                 self._client.close()
                 self._client = None
+        self._aclients.forget_closed()
 
     def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
         return bool(self._sync().set(key, token, nx=True, px=_px(ttl)))
@@ -242,11 +265,20 @@ class RedisTier(Tier, LeaseSupport):
             pipe.set(key, data, px=_px(ttl))
         await pipe.execute()
 
+    async def aadd(self, key: str, data: bytes) -> bool:
+        return bool(await self._async().set(key, data, nx=True))
+
+    async def ascan(self, prefix: str) -> list[str]:
+        match = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
+        return [_text(k) async for k in self._async().scan_iter(match=match, count=1000)]
+
+    async def adelete_many(self, keys: Sequence[str]) -> None:
+        client = self._async()
+        for start in range(0, len(keys), _UNLINK_BATCH):
+            await client.unlink(*keys[start : start + _UNLINK_BATCH])
+
     async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
-        client = self._aclients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+        await self._aclients.aclose()
         self.close()
 
     async def aacquire_lease(self, key: str, token: str, ttl: float) -> bool:
@@ -254,3 +286,27 @@ class RedisTier(Tier, LeaseSupport):
 
     async def arelease_lease(self, key: str, token: str) -> None:
         await self._async().eval(_RELEASE_LUA, 1, key, token)
+
+
+def _text(key: str | bytes) -> str:
+    return key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
+
+
+async def _aclose_client(client: Any) -> None:
+    await client.aclose()
+
+
+def _check_address(netloc: str, path: str, url: str, cluster: bool) -> None:
+    """A bad port or database fails here, not as a stream of connection errors later."""
+    if not cluster:
+        try:
+            port = split_url(f"redis://{netloc}").port
+        except (ConfigurationError, ValueError) as exc:
+            raise ConfigurationError(f"bad Redis address in {redact_url(url)!r}: {exc}") from None
+        if port == 0:
+            raise ConfigurationError(f"bad Redis port 0 in {redact_url(url)!r}")
+    if not _DB_PATH.match(path) or (cluster and path.strip("/") not in ("", "0")):
+        raise ConfigurationError(
+            f"bad Redis database {path!r} in {redact_url(url)!r}: write /0, /1, … "
+            "(a cluster has database 0 only)"
+        )
