@@ -3,8 +3,9 @@
 Subclassing ``litellm.caching.caching.Cache`` (rather than only plugging a backend into it)
 is what lets us fix the three things the backend alone cannot see:
 
-* **keys** (litellm#40128): ``get_cache_key`` is litellm's single key function, called for
-  reads, writes, stream presets and per-item embedding keys; ours is order-independent;
+* **keys** (litellm#40128, #42400): ``get_cache_key`` is litellm's single key function, called
+  for reads, writes, stream presets and per-item embedding keys; ours is order-independent and
+  covers every keyword the call sends except a short deny-list (``_keys``);
 * **the 4-message limit**: ``max_messages`` defaults to None, so agent loops are cached;
 * **sync embeddings per item**: litellm's sync path stores a list input as one blob. Here
   ``add_cache`` stores one entry per item (the same entries ``aembedding`` reads and writes)
@@ -18,7 +19,6 @@ latency it saved (read back by :class:`~stratacache.litellm.StatsCallback`).
 from __future__ import annotations
 
 import collections
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -89,7 +89,6 @@ class LiteLLMCache(Cache):
             _backend=self.backend, ttl=ttl, max_messages=max_messages, mode=mode, **kwargs
         )
         self._stats = AdapterStats("litellm.LiteLLMCache")
-        self._keys: dict[tuple[Any, ...], str] = {}
         #: Called with ``(call kwargs, cached response or None, latency it saved or None)`` after
         #: every lookup; ``install()`` points it at its :class:`StatsCallback`.
         self.on_lookup: Callable[[Mapping[str, Any], Any, float | None], None] | None = None
@@ -100,28 +99,9 @@ class LiteLLMCache(Cache):
     # -- keys ---------------------------------------------------------------------------------
 
     def get_cache_key(self, **kwargs: Any) -> str:
-        # litellm asks 2-3 times per call (lookup, write, the hit's hidden params) with the same
-        # request; the call id plus the identity of the prompt objects names it, so the key is
-        # computed once per call. It must not raise: litellm calls it outside try/except.
-        memo = (
-            kwargs.get("litellm_call_id"),
-            id(kwargs.get("messages")),
-            id(kwargs.get("input")),
-            str(kwargs.get("cache")),
-        )
-        if memo[0] is not None:
-            known = self._keys.get(memo)
-            if known is not None:
-                return known
-        key = self._compute_key(**kwargs)
-        if memo[0] is not None:
-            self._keys[memo] = key
-            if len(self._keys) > 1024:
-                with contextlib.suppress(RuntimeError, StopIteration):  # another thread trimmed
-                    self._keys.pop(next(iter(self._keys)), None)
-        return key
-
-    def _compute_key(self, **kwargs: Any) -> str:
+        # Computed afresh on every call (litellm asks 2-3 times per request): a memo would need
+        # a name for the request that is equal exactly when the key is, and call ids are reused
+        # by callers and proxies. It must not raise: litellm calls it outside try/except.
         try:
             key = request_key(kwargs, self._get_model_param_value(kwargs))
         except Exception as exc:
