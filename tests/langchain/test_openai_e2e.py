@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -13,11 +16,11 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 import stratacache as sc
 from stratacache.langchain import CachedEmbeddings, LLMCache, cache_streaming
-from stratacache.testing import OpenAICompatServer
+from stratacache.testing import OpenAICompatServer, _server
 
 
 def _chat(server: OpenAICompatServer, **kwargs: object) -> ChatOpenAI:
@@ -195,3 +198,66 @@ def test_ai_history_with_new_tool_call_ids_still_hits(
     tools_model.invoke(history("one"))
     tools_model.invoke(history("two"))
     assert server.stats.requests["chat"] == 1
+
+
+@pytest.fixture
+def json_replies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loopback provider answers with JSON, as a model under ``response_format`` would.
+
+    The server has no ``response_format`` support of its own; only its answer text changes
+    here, the HTTP exchange and the real client stay as they are.
+    """
+
+    def reply(messages: Any, model: str) -> str:
+        text = str(messages[-1].get("content"))
+        return json.dumps({"total": len(text), "note": text})
+
+    monkeypatch.setattr(_server, "reply_for", reply)
+
+
+def test_structured_output_json_schema_hit_is_parsed(
+    server: OpenAICompatServer, tiered: sc.TieredCache, json_replies: None
+) -> None:
+    structured = _chat(server, cache=LLMCache(tiered)).with_structured_output(Sum)
+    first = structured.invoke("sum please")
+    assert isinstance(first, Sum) and server.stats.requests["chat"] == 1
+    # A second process: the entry comes back from disk, through JSON, not from memory.
+    again = _chat(server, cache=LLMCache(sc.TieredCache(tiered.tiers[1:])))
+    second = again.with_structured_output(Sum).invoke("sum please")
+    assert isinstance(second, Sum) and second == first
+    assert server.stats.requests["chat"] == 1
+
+
+async def test_structured_output_json_schema_hit_is_parsed_async(
+    server: OpenAICompatServer, tiered: sc.TieredCache, json_replies: None
+) -> None:
+    structured = _chat(server, cache=LLMCache(tiered)).with_structured_output(Sum)
+    first = await structured.ainvoke("sum please")
+    second = await structured.ainvoke("sum please")
+    assert isinstance(second, Sum) and second == first
+    assert server.stats.requests["chat"] == 1
+
+
+def _answer_class(**fields: Any) -> type[BaseModel]:
+    """A class named ``Answer`` in this module, as a redefinition in a notebook would be."""
+    return create_model("Answer", __module__=__name__, **fields)
+
+
+def test_redefined_response_format_class_is_never_served_the_old_entry(
+    server: OpenAICompatServer, tiered: sc.TieredCache, json_replies: None
+) -> None:
+    model = _chat(server, cache=LLMCache(tiered))
+    old = _answer_class(total=(int, ...))
+    assert isinstance(model.with_structured_output(old).invoke("q"), old)
+    assert isinstance(model.with_structured_output(old).invoke("q"), old)
+    assert server.stats.requests["chat"] == 1
+    new = _answer_class(total=(int, ...), note=(str, ...))
+    result = model.with_structured_output(new).invoke("q")
+    assert isinstance(result, new) and result.note == "q"  # type: ignore[attr-defined]
+    assert server.stats.requests["chat"] == 2
+    del old
+    gc.collect()
+    # Once the old class is gone the name means one schema again, and caching resumes.
+    model.with_structured_output(new).invoke("q")
+    assert model.with_structured_output(new).invoke("q") == result
+    assert server.stats.requests["chat"] == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -9,8 +10,9 @@ from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.vectorstores import InMemoryVectorStore
+from langchain_core.vectorstores import InMemoryVectorStore, VectorStore
 from langchain_tests.integration_tests import RetrieversIntegrationTests
+from pydantic import PrivateAttr
 
 import stratacache as sc
 from stratacache.langchain import CachedRetriever
@@ -45,13 +47,18 @@ class TestCachedRetrieverStandard(RetrieversIntegrationTests):
 class Counting(BaseRetriever):
     """Sync-only on purpose: the async path must fall back to it, kwargs included."""
 
-    calls: int = 0
     docs: list[Document] = []  # noqa: RUF012
+    # A counter, not a setting: a public field would be part of the retriever's identity.
+    _calls: int = PrivateAttr(default=0)
+
+    @property
+    def calls(self) -> int:
+        return self._calls
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int = 2
     ) -> list[Document]:
-        self.calls += 1
+        self._calls += 1
         return [d.model_copy(deep=True) for d in self.docs[:k]]
 
 
@@ -133,3 +140,89 @@ def test_unnamed_stores_never_share_results(memory_cache: sc.TieredCache) -> Non
     rb = CachedRetriever(b.as_retriever(), cache=memory_cache)
     assert ra.invoke("x")[0].page_content == "only in a"
     assert rb.invoke("x")[0].page_content == "only in b"
+
+
+def test_one_store_per_document_never_serves_another_stores_documents(
+    memory_cache: sc.TieredCache,
+) -> None:
+    """A store freed after each upload lets the next one reuse its address: never a key."""
+    for i in range(20):
+        store = InMemoryVectorStore(DeterministicFakeEmbedding(size=8))
+        store.add_texts([f"upload {i}"])
+        docs = CachedRetriever(store.as_retriever(), cache=memory_cache).invoke("summary")
+        assert [d.page_content for d in docs] == [f"upload {i}"]
+        del store, docs
+
+
+def test_same_contents_share_results_across_store_objects(memory_cache: sc.TieredCache) -> None:
+    def retriever() -> CachedRetriever:
+        store = InMemoryVectorStore(DeterministicFakeEmbedding(size=8))
+        store.add_documents([Document("same text", id="d1")])
+        return CachedRetriever(store.as_retriever(), cache=memory_cache)
+
+    retriever().invoke("q")
+    second = retriever()
+    assert [d.page_content for d in second.invoke("q")] == ["same text"]
+    assert second.stats()["hits"] == 1
+
+
+def test_writes_through_the_framework_change_the_key(memory_cache: sc.TieredCache) -> None:
+    store = InMemoryVectorStore(DeterministicFakeEmbedding(size=8))
+    store.add_documents([Document("first", id="1")])
+    retriever = CachedRetriever(store.as_retriever(search_kwargs={"k": 5}), cache=memory_cache)
+    assert [d.page_content for d in retriever.invoke("q")] == ["first"]
+    store.add_documents([Document("second", id="2")])
+    assert sorted(d.page_content for d in retriever.invoke("q")) == ["first", "second"]
+    store.delete(["1"])
+    assert [d.page_content for d in retriever.invoke("q")] == ["second"]
+
+
+async def test_async_writes_change_the_key(memory_cache: sc.TieredCache) -> None:
+    store = InMemoryVectorStore(DeterministicFakeEmbedding(size=8))
+    await store.aadd_documents([Document("first", id="1")])
+    retriever = CachedRetriever(store.as_retriever(), cache=memory_cache)
+    assert len(await retriever.ainvoke("q")) == 1
+    await store.aadd_documents([Document("second", id="2")])
+    assert len(await retriever.ainvoke("q")) == 2
+
+
+class ExternalStore(VectorStore):
+    """Stands for a vector database client: its contents are not readable, it has no name."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.searches = 0
+
+    def add_texts(self, texts: Iterable[str], metadatas: Any = None, **kwargs: Any) -> list[str]:
+        self.texts.extend(texts)
+        return []
+
+    @classmethod
+    def from_texts(
+        cls, texts: list[str], embedding: Any, metadatas: Any = None, **kwargs: Any
+    ) -> ExternalStore:
+        return cls(list(texts))
+
+    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        self.searches += 1
+        return [Document(t) for t in self.texts[:k]]
+
+
+def test_unidentifiable_store_is_uncached_unless_named(
+    memory_cache: sc.TieredCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ExternalStore(["a"])
+    anonymous = CachedRetriever(store.as_retriever(), cache=memory_cache)
+    anonymous.invoke("q")
+    anonymous.invoke("q")
+    assert store.searches == 2
+    assert anonymous.stats()["unkeyable"] == 2
+    assert "retriever_id" in caplog.text
+    named = CachedRetriever(store.as_retriever(), cache=memory_cache, retriever_id="kb-prod")
+    named.invoke("q")
+    named.invoke("q")
+    assert store.searches == 3
+    # Writes to an external database are invisible to the key: version= says so.
+    store.add_texts(["b"])
+    named.version = "after-upload"
+    assert len(named.invoke("q")) == 2

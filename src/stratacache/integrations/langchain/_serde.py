@@ -30,6 +30,7 @@ from langchain_core.outputs import (
     Generation,
     GenerationChunk,
 )
+from pydantic import BaseModel
 
 __all__ = [
     "GENERATIONS_TAG",
@@ -91,10 +92,29 @@ def _is_empty(gen: Generation) -> bool:
     return not gen.text
 
 
+def _storable_parsed(parsed: Any) -> Any:
+    """``parsed`` (structured output) in a form that survives JSON and that LangChain's
+    parsers accept on a hit: ``_oai_structured_outputs_parser`` builds the schema from a dict.
+
+    :raises Uncacheable: if the value would not come back equal, so a hit could not be parsed
+        into the same object.
+    """
+    if _jsonable(parsed):
+        return parsed
+    if isinstance(parsed, BaseModel):
+        try:
+            dumped = parsed.model_dump(mode="json")
+            if type(parsed).model_validate(dumped) == parsed:
+                return dumped
+        except Exception as exc:
+            raise Uncacheable(f"structured output does not round-trip ({exc})") from exc
+    raise Uncacheable(f"structured output {type(parsed).__name__} cannot be stored")
+
+
 def _prepare(gen: Generation) -> Generation:
     """A copy fit for storage: no message id (a fresh one is minted per hit, as a real call
-    would), and no parsed structured-output object that ``dumpd`` cannot represent (the
-    parser re-parses it from the message's content or tool call)."""
+    would), and the parsed structured-output object as JSON: a hit must carry what the
+    framework's parser reads (``additional_kwargs["parsed"]``), or the hit would raise."""
     if not isinstance(gen, ChatGeneration):
         return gen
     msg = gen.message
@@ -102,10 +122,10 @@ def _prepare(gen: Generation) -> Generation:
     if msg.id is not None:
         update["id"] = None
     parsed = msg.additional_kwargs.get("parsed")
-    if parsed is not None and not _jsonable(parsed):
-        update["additional_kwargs"] = {
-            k: v for k, v in msg.additional_kwargs.items() if k != "parsed"
-        }
+    if parsed is not None:
+        stored = _storable_parsed(parsed)
+        if stored is not parsed:
+            update["additional_kwargs"] = {**msg.additional_kwargs, "parsed": stored}
     if not update:
         return gen
     return gen.model_copy(update={"message": msg.model_copy(update=update)})

@@ -16,7 +16,7 @@ from langchain_core.outputs import Generation
 
 from stratacache._stats import GLOBAL_SAVINGS
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
-from stratacache.integrations.langchain._keys import llm_cache_key
+from stratacache.integrations.langchain._keys import calling_llm_identity, llm_cache_key
 from stratacache.integrations.langchain._serde import (
     Uncacheable,
     decode_generations,
@@ -74,7 +74,10 @@ class LLMCache(BaseCache):
 
     def _key(self, prompt: str, llm_string: str) -> str | None:
         try:
-            return llm_cache_key(prompt, llm_string)
+            # A chat model's llm_string starts with its serialized configuration; a BaseLLM's
+            # does not, so its configuration is read from the calling model.
+            model = None if llm_string.startswith("{") else calling_llm_identity()
+            return llm_cache_key(prompt, llm_string, model)
         except Exception as exc:
             self._stats.problem(
                 "key_errors", "could not build a key (%s: %s)", type(exc).__name__, exc

@@ -1,20 +1,25 @@
 """``CachedRetriever``: a drop-in ``BaseRetriever`` that caches another retriever's results.
 
-The key covers what decides the answer: the query, the inner retriever's class and plain
-settings (``search_type``, ``search_kwargs`` with ``k`` and filters, the vector store's class
-and collection/index names), the call kwargs, and a ``version`` tag. Bumping ``version`` (or
-calling :meth:`CachedRetriever.invalidate`) after re-indexing stops old results at once.
-Results that cannot be keyed (a callable filter) are passed through uncached, never guessed.
+The key covers what decides the answer: the query, the call kwargs, the ``version`` tag, and
+the identity of the inner retriever, described by content and recomputed on every call: its
+class and settings (``search_type``, ``search_kwargs`` with ``k`` and filters), and for a vector
+store its class, embedding settings and either a fingerprint of its contents (stores LangChain
+lets us read, such as ``InMemoryVectorStore``: writes through ``add_documents`` change keys at
+once) or its collection/index name (external databases, whose writes cannot be seen: bump
+``version`` or call :meth:`CachedRetriever.invalidate`). What cannot be described by content (an
+unnamed store of another kind, a settings object, a callable filter) is never replaced by
+object identity: unless ``retriever_id`` names the retriever, such calls pass through uncached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import uuid
+import hashlib
 from collections.abc import Callable
 from typing import Any, Final
 
+import orjson
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
     CallbackManagerForRetrieverRun,
@@ -22,7 +27,8 @@ from langchain_core.callbacks import (
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
-from pydantic import ConfigDict, Field, PrivateAttr
+from langchain_core.vectorstores import InMemoryVectorStore
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
 from stratacache.integrations.langchain._serde import (
@@ -40,34 +46,88 @@ _STORE_ID_FIELDS: Final = (
     "collection_name", "index_name", "table_name", "namespace", "persist_directory",
     "_collection_name", "index_path",
 )  # fmt: skip
-#: Stores that name no collection are identified by object, and only within this process:
-#: two unnamed in-memory stores must never share results, here or in another process.
-_PROCESS: Final = uuid.uuid4().hex
+#: Retriever fields that are LangChain plumbing (tracing, callbacks), not search settings.
 _SKIP_FIELDS: Final = frozenset({"callbacks", "tags", "metadata", "verbose", "vectorstore"})
+_PLAIN: Final = (str, int, float, bool, list, dict, tuple)
 
 
-def _describe(obj: Any) -> dict[str, Any]:
-    """Class and plain settings of a retriever or vector store (raises for unkeyable values)."""
-    cls = type(obj)
-    out: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}"}
-    for name in getattr(cls, "model_fields", {}):
+class _Unkeyable(ValueError):
+    """The retriever cannot be identified by content."""
+
+
+def _class_name(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _content(value: Any) -> Any:
+    """A field value as content, or :class:`_Unkeyable` (never its identity or repr)."""
+    if value is None or isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, BaseRetriever):
+        return _describe(value, named=False)
+    if isinstance(value, BaseModel):
+        return {"class": _class_name(value), "value": value.model_dump(mode="json")}
+    raise _Unkeyable(f"a {type(value).__name__} setting")
+
+
+def _settings(obj: Any) -> dict[str, Any]:
+    """Plain, non-secret settings of an embedding model or similar (its identity in a store)."""
+    out: dict[str, Any] = {"class": _class_name(obj)}
+    fields = getattr(type(obj), "model_fields", None) or {}
+    for name in fields or vars(obj):
+        value = getattr(obj, name, None)
+        if value is None or (isinstance(value, _PLAIN) and not isinstance(value, SecretStr)):
+            out[name] = value
+    return out
+
+
+def _fingerprint(store: InMemoryVectorStore) -> str:
+    """Digest of every stored id, vector, text and metadata: changes with any write."""
+    data = orjson.dumps(store.store, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _store_part(store: Any, *, named: bool) -> dict[str, Any]:
+    desc: dict[str, Any] = {"class": _class_name(store)}
+    embedding = getattr(store, "embedding", None) or getattr(store, "embeddings", None)
+    if embedding is not None:
+        desc["embedding"] = _settings(embedding)
+    if isinstance(store, InMemoryVectorStore):
+        try:
+            desc["content"] = _fingerprint(store)
+        except TypeError as exc:
+            raise _Unkeyable(f"store contents are not JSON ({exc})") from exc
+        return desc
+    for name in _STORE_ID_FIELDS:
+        value = getattr(store, name, None)
+        if isinstance(value, str | int):
+            desc[name] = value
+    if len(desc) == 1 + ("embedding" in desc) and not named:
+        raise _Unkeyable(
+            f"{type(store).__name__} exposes neither its contents nor a collection name; "
+            "pass retriever_id= (and bump version= when it changes)"
+        )
+    return desc
+
+
+def _describe(obj: Any, *, named: bool) -> dict[str, Any]:
+    """Class and settings of a retriever, by content (raises :class:`_Unkeyable`).
+
+    ``named``: the user gave a ``retriever_id``, so parts that have no content description
+    are left out instead of making the retriever unkeyable.
+    """
+    out: dict[str, Any] = {"class": _class_name(obj)}
+    for name in getattr(type(obj), "model_fields", {}):
         if name in _SKIP_FIELDS:
             continue
-        value = getattr(obj, name, None)
-        if isinstance(value, BaseRetriever):
-            out[name] = _describe(value)
-        elif value is None or isinstance(value, str | int | float | bool | list | dict | tuple):
-            out[name] = value
+        try:
+            out[name] = _content(getattr(obj, name, None))
+        except _Unkeyable:
+            if not named:
+                raise
     store = getattr(obj, "vectorstore", None)
     if store is not None:
-        desc: dict[str, Any] = {"class": f"{type(store).__module__}.{type(store).__qualname__}"}
-        for name in _STORE_ID_FIELDS:
-            value = getattr(store, name, None)
-            if isinstance(value, str | int):
-                desc[name] = value
-        if len(desc) == 1:
-            desc["object"] = f"{_PROCESS}:{id(store)}"
-        out["vectorstore"] = desc
+        out["vectorstore"] = _store_part(store, named=named)
     return out
 
 
@@ -78,11 +138,13 @@ class CachedRetriever(BaseRetriever):
     :param cache: the tiers; default: the process-wide ``TieredCache.default()``.
     :param ttl: lifetime of cached results (seconds or ``"1h"``).
     :param namespace: default ``lc-ret`` (or ``<cache namespace>.lc-ret``).
-    :param retriever_id: a stable name for the inner retriever and its index, replacing the
-        automatic identity (needed to share results across processes for vector stores that
-        expose no collection/index name).
+    :param retriever_id: a stable name for the inner retriever and its index. Required for
+        retrievers that cannot be described by content (a vector store with neither readable
+        contents nor a collection name, a retriever holding a chain or client object); without
+        it their calls are not cached.
     :param version: part of every key; change it (a string, or a callable returning one, e.g.
-        the index build time) when the underlying index changes.
+        the index build time) when an index changes in a way the key cannot see (writes to an
+        external vector database). Stores whose contents are readable need no version bump.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -95,7 +157,6 @@ class CachedRetriever(BaseRetriever):
     retriever_id: str | None = None
 
     _store: TieredCache = PrivateAttr()
-    _identity: str | None = PrivateAttr(default=None)
     _stats: AdapterStats = PrivateAttr(default_factory=lambda: AdapterStats("CachedRetriever"))
 
     def __init__(self, retriever: BaseRetriever | None = None, /, **kwargs: Any) -> None:
@@ -106,24 +167,22 @@ class CachedRetriever(BaseRetriever):
         if not isinstance(base, TieredCache):
             raise TypeError(f"cache must be a stratacache.TieredCache, not {type(base).__name__}")
         self._store = kind_namespace(base, "lc-ret", self.namespace)
-        try:
-            self._identity = self.retriever_id or digest(_describe(self.retriever))
-        except Exception as exc:
-            self._stats.problem(
-                "unkeyable", "retriever %s cannot be keyed (%s); results are not cached",
-                type(self.retriever).__name__, exc,
-            )  # fmt: skip
 
     # -- shared logic -------------------------------------------------------------------------
 
     def _key(self, query: str, kwargs: dict[str, Any]) -> str | None:
-        if self._identity is None:
-            return None
-        version = self.version() if callable(self.version) else self.version
+        """Described afresh on every call: the store's contents and settings may change."""
         try:
-            return digest({"r": self._identity, "v": version, "q": query, "kw": kwargs})
+            identity = _describe(self.retriever, named=self.retriever_id is not None)
+            version = self.version() if callable(self.version) else self.version
+            return digest(
+                {"id": self.retriever_id, "r": identity, "v": version, "q": query, "kw": kwargs}
+            )
         except Exception as exc:
-            self._stats.problem("unkeyable", "call kwargs cannot be keyed (%s); not cached", exc)
+            self._stats.problem(
+                "unkeyable", "%s cannot be keyed by content (%s); results are not cached",
+                type(self.retriever).__name__, exc,
+            )  # fmt: skip
             return None
 
     def _accept(self, raw: Any) -> tuple[list[Document] | None, bool]:

@@ -3,11 +3,13 @@
 It exists so that ``CacheBackedEmbeddings.from_bytes_store(emb, ByteStore(cache))`` (and
 docstores of ``MultiVectorRetriever``) get multi-level storage with TTL by changing one line.
 
-The core cache deliberately has no key listing (it never scans a keyspace). ``yield_keys``
-therefore needs ``index_keys=True``, which keeps the key set in 16 index shards stored in the
-same cache; each write updates the shards it touches. The index is best effort across
-processes (two processes writing the same shard at once can drop each other's new keys), and
-keys whose entries expired are filtered out when listed.
+The core cache deliberately has no key listing (it never scans a keyspace), while
+``BaseStore.yield_keys`` is part of the contract LangChain's own store suites check. So by
+default the store keeps its key set in 16 index shards stored in the same cache; each write
+updates the shards it touches. ``index_keys=False`` saves those writes for pure key-value use
+(``CacheBackedEmbeddings`` never lists keys), at the price of ``yield_keys`` raising. The
+index is best effort across processes (two processes writing the same shard at once can drop
+each other's new keys), and keys whose entries expired are filtered out when listed.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class ByteStore(BaseStore[str, bytes]):
     :param cache: the tiers; default: the process-wide ``TieredCache.default()``.
     :param namespace: default ``lc-store`` (or ``<cache namespace>.lc-store``).
     :param ttl: lifetime of stored values.
-    :param index_keys: maintain a key index so :meth:`yield_keys` works (see module doc).
+    :param index_keys: maintain a key index so :meth:`yield_keys` works (the default; see the
+        module doc for when to turn it off).
     """
 
     kind = "lc-store"
@@ -47,7 +50,7 @@ class ByteStore(BaseStore[str, bytes]):
         *,
         namespace: str | None = None,
         ttl: float | str | None = None,
-        index_keys: bool = False,
+        index_keys: bool = True,
     ) -> None:
         base = cache if cache is not None else default_cache()
         self.cache = kind_namespace(base, self.kind, namespace)
@@ -89,8 +92,8 @@ class ByteStore(BaseStore[str, bytes]):
 
     def _no_index(self) -> NotImplementedError:
         return NotImplementedError(
-            "ByteStore.yield_keys needs ByteStore(..., index_keys=True): the cache tiers do not "
-            "list keys (they never scan a keyspace)"
+            "ByteStore.yield_keys needs the key index, which this store was built without "
+            "(index_keys=False): the cache tiers do not list keys (they never scan a keyspace)"
         )
 
     @staticmethod
