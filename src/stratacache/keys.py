@@ -20,9 +20,12 @@ from typing import Any
 from stratacache.errors import ConfigurationError, SerializationError
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
+    "HEADER_FIELDS",
     "KEY_VERSION",
     "MESSAGE_VOLATILE_FIELDS",
     "TRANSPORT_FIELDS",
+    "answer_headers",
     "canonical_json",
     "canonicalize",
     "digest",
@@ -45,8 +48,6 @@ TRANSPORT_FIELDS: frozenset[str] = frozenset(
         "anthropic_api_key",
         "azure_ad_token",
         "organization",
-        "headers",
-        "extra_headers",
         "request_id",
         "idempotency_key",
         "metadata",
@@ -61,6 +62,41 @@ TRANSPORT_FIELDS: frozenset[str] = frozenset(
         "no_cache",
     }
 )
+
+#: Request parameters holding HTTP headers or query parameters. They are in the key, because a
+#: header (``OpenAI-Beta``, ``anthropic-beta``) or a query parameter (``api-version``) can
+#: select provider behaviour; only the entries named in :data:`CREDENTIAL_HEADERS` are dropped.
+HEADER_FIELDS: frozenset[str] = frozenset(
+    {"headers", "extra_headers", "default_headers", "default_query", "extra_query"}
+)
+
+#: Header and query-parameter names (case-insensitive) that carry credentials, per-request ids
+#: or tracing, never an answer-changing option. Names starting with one of
+#: :data:`_CREDENTIAL_HEADER_PREFIXES` (SDK telemetry, trace propagation) are dropped too.
+CREDENTIAL_HEADERS: frozenset[str] = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "api_key",
+        "x-api-key",
+        "x-goog-api-key",
+        "key",
+        "cookie",
+        "openai-organization",
+        "openai-project",
+        "idempotency-key",
+        "request-id",
+        "x-request-id",
+        "x-client-request-id",
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "x-amzn-trace-id",
+        "user-agent",
+    }
+)
+_CREDENTIAL_HEADER_PREFIXES = ("x-stainless-", "x-datadog-", "x-b3-")
 
 #: Per-message fields that differ between runs of the same conversation (LangGraph assigns new
 #: message ids on every run; provider metadata records the previous call, not the content).
@@ -165,6 +201,33 @@ def _strip_messages(messages: Any) -> Any:
     return out
 
 
+def answer_headers(headers: Any) -> Any:
+    """Headers (or query parameters) as key material: lower-cased names, credentials, ids and
+    tracing dropped (:data:`CREDENTIAL_HEADERS`). What is not a mapping is returned as is."""
+    if not isinstance(headers, Mapping):
+        return headers
+    out = {}
+    for name, value in headers.items():
+        lowered = str(name).lower()
+        if lowered in CREDENTIAL_HEADERS or lowered.startswith(_CREDENTIAL_HEADER_PREFIXES):
+            continue
+        out[lowered] = value
+    return out
+
+
+def _request_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in params.items():
+        if name in TRANSPORT_FIELDS:
+            continue
+        if name in HEADER_FIELDS:
+            value = answer_headers(value)
+            if not value:  # only credentials: the same request as no headers at all
+                continue
+        out[name] = value
+    return out
+
+
 def check_namespace(namespace: str) -> str:
     """Validate a namespace: it becomes part of every stored key."""
     if not namespace or not set(namespace) <= _NAMESPACE_CHARS or len(namespace) > 64:
@@ -181,10 +244,11 @@ def make_key(
     """Derive the canonical key of an LLM request.
 
     ``model`` and ``messages`` are named for readability; every other keyword is a request
-    parameter. Parameters in :data:`TRANSPORT_FIELDS` are ignored; everything else is hashed,
-    order-independently. The result looks like ``sc1:llm:<sha256 hex>``: the version prefix
-    makes old keys unreachable after a canonicalisation change, and the namespace keeps
-    different kinds of entries (chat, embeddings, retrieval) apart.
+    parameter. Parameters in :data:`TRANSPORT_FIELDS` are ignored, headers keep all but the
+    entries in :data:`CREDENTIAL_HEADERS`; everything else is hashed, order-independently. The
+    result looks like ``sc1:llm:<sha256 hex>``: the version prefix makes old keys unreachable
+    after a canonicalisation change, and the namespace keeps different kinds of entries (chat,
+    embeddings, retrieval) apart.
 
     Example::
 
@@ -195,7 +259,7 @@ def make_key(
         True
     """
     check_namespace(namespace)
-    payload = canonicalize({k: v for k, v in params.items() if k not in TRANSPORT_FIELDS})
+    payload = canonicalize(_request_params(params))
     payload["model"] = canonicalize(model)
     payload["messages"] = _strip_messages(messages)  # canonicalised on the way
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

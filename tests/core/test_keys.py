@@ -142,3 +142,28 @@ def test_unstable_objects_are_rejected_clearly() -> None:
 def test_bad_namespace() -> None:
     with pytest.raises(sc.ConfigurationError, match="namespace"):
         key(namespace="has space")
+
+
+def test_headers_are_in_the_key_but_credentials_and_tracing_are_not() -> None:
+    from stratacache.keys import make_key
+
+    msgs = [{"role": "user", "content": "hi"}]
+    beta = make_key(model="m", messages=msgs, extra_headers={"anthropic-beta": "tools-1"})
+    assert beta != make_key(model="m", messages=msgs, extra_headers={"anthropic-beta": "tools-2"})
+    assert beta != make_key(model="m", messages=msgs)
+    noisy = {
+        "Anthropic-Beta": "tools-1",  # header names are case-insensitive
+        "Authorization": "Bearer sk-1",
+        "x-api-key": "k",
+        "X-Request-Id": "r-1",
+        "traceparent": "00-abc",
+        "x-stainless-os": "Linux",
+    }
+    assert make_key(model="m", messages=msgs, extra_headers=noisy) == beta
+    only_credentials = {"Authorization": "Bearer sk-2"}
+    assert make_key(model="m", messages=msgs, headers=only_credentials) == make_key(
+        model="m", messages=msgs
+    )
+    assert make_key(model="m", messages=msgs, default_query={"api-version": "2024-10-21"}) != (
+        make_key(model="m", messages=msgs, default_query={"api-version": "2025-01-01"})
+    )

@@ -23,11 +23,8 @@ from pydantic import BaseModel, create_model
 from pydantic.fields import FieldInfo
 
 import stratacache as sc
-from stratacache.integrations.langchain._keys import (
-    CREDENTIAL_PARAMS,
-    NON_SEMANTIC_FIELDS,
-    llm_cache_key,
-)
+from stratacache.integrations.langchain._keys import NON_SEMANTIC_FIELDS, llm_cache_key
+from stratacache.keys import CREDENTIAL_HEADERS
 from stratacache.langchain import LLMCache
 
 BASE: dict[str, Any] = {
@@ -154,7 +151,7 @@ def test_headers_and_query_are_in_the_key_but_credentials_are_not(
     assert key(default_query={"api-version": "2024-10-21"}) != key(
         default_query={"api-version": "2025-01-01"}
     )
-    assert "authorization" in CREDENTIAL_PARAMS
+    assert "authorization" in CREDENTIAL_HEADERS
     with_token = key(default_headers={"OpenAI-Beta": "assistants=v2", "Authorization": "t1"})
     assert with_token == plain
 

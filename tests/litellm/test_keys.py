@@ -87,7 +87,10 @@ ANSWER_CHANGING: dict[str, tuple[Any, Any]] = {
     "num_ctx": (2048, 8192),  # an ollama option litellm leaves out of its own key (#42400)
     "top_k": (5, 50),
     "fallbacks": (["gpt-4o"], ["claude-3-5-sonnet"]),
-    "an_option_no_litellm_release_has_yet": ("a", "b"),  # unknown: in the key (fail closed)
+    "an_option_no_litellm_release_has_yet": ("a", "b"),
+    # a beta header selects provider behaviour; credential headers do not count (test below)
+    "extra_headers": ({"anthropic-beta": "a"}, {"anthropic-beta": "b"}),
+    "headers": ({"OpenAI-Beta": "v1"}, {"OpenAI-Beta": "v2"}),  # unknown: in the key (fail closed)
 }
 
 #: Two different values of deny-listed parameters: they must share one key.
@@ -95,7 +98,6 @@ TRANSPORT: dict[str, tuple[Any, Any]] = {
     "timeout": (5.0, 60.0),
     "stream": (False, True),
     "stream_options": ({"include_usage": False}, {"include_usage": True}),
-    "extra_headers": ({"x-trace": "a"}, {"x-trace": "b"}),
     "api_key": ("sk-old", "sk-rotated"),
     "shared_session": (object(), object()),
     # reach litellm only through **kwargs
@@ -259,3 +261,11 @@ def test_prompt_template_and_variables_are_part_of_the_key(
     assert ask("cats", prompt_id="riddles") != cats
     assert "riddle" in json.dumps(server.stats.bodies[-1]["messages"])
     assert server.stats.requests["chat"] == 3
+
+
+def test_credential_and_tracing_headers_are_not_key_material(installed: scl.Installation) -> None:
+    beta = {"anthropic-beta": "tools-1"}
+    plain = key(installed, extra_headers=beta)
+    noisy = {**beta, "Authorization": "Bearer sk-1", "X-Request-Id": "r-9", "traceparent": "00-a"}
+    assert key(installed, extra_headers=noisy) == plain
+    assert key(installed, extra_headers={"Authorization": "Bearer sk-2"}) == key(installed)

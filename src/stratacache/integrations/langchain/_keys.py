@@ -20,9 +20,9 @@ from typing import Any, Final
 from langchain_core.language_models import BaseLLM
 from pydantic import BaseModel
 
-from stratacache.keys import TRANSPORT_FIELDS, make_key
+from stratacache.keys import HEADER_FIELDS, TRANSPORT_FIELDS, answer_headers, make_key
 
-__all__ = ["CREDENTIAL_PARAMS", "NON_SEMANTIC_FIELDS", "calling_llm_identity", "llm_cache_key"]
+__all__ = ["NON_SEMANTIC_FIELDS", "calling_llm_identity", "llm_cache_key"]
 
 #: Model fields and call kwargs that change how a request travels, not what it answers. On top
 #: of the core's TRANSPORT_FIELDS (timeouts, retries, stream flags, credentials, ids, logging
@@ -51,13 +51,6 @@ NON_SEMANTIC_FIELDS: Final[frozenset[str]] = TRANSPORT_FIELDS | {
     "profile",
 }
 
-#: ``default_headers`` / ``default_query`` stay in the key (a header or ``api-version`` can
-#: select provider behaviour); only these credential and request-id entries are dropped.
-CREDENTIAL_PARAMS: Final[frozenset[str]] = frozenset(
-    {"authorization", "proxy-authorization", "api-key", "x-api-key", "api_key", "key", "cookie",
-     "x-request-id"}
-)  # fmt: skip
-_PARAM_MAPS: Final = ("default_headers", "default_query")
 
 _DECODER: Final = json.JSONDecoder()
 _CLASS_REPR: Final = re.compile(r"<class '([\w.<>]+)'>")
@@ -79,14 +72,23 @@ def _model_part(serialized: Any) -> Any:
     kwargs = serialized.get("kwargs")
     if not isinstance(kwargs, dict):
         return {"id": serialized.get("id"), "kwargs": kwargs}
-    clean = {k: v for k, v in kwargs.items() if k not in NON_SEMANTIC_FIELDS and not _is_secret(v)}
-    for name in _PARAM_MAPS:
-        value = clean.get(name)
-        if isinstance(value, dict):
-            clean[name] = {
-                k: v for k, v in value.items() if str(k).lower() not in CREDENTIAL_PARAMS
-            }
-    return {"id": serialized.get("id"), "kwargs": clean}
+    return {"id": serialized.get("id"), "kwargs": _answer_fields(kwargs)}
+
+
+def _answer_fields(fields: dict[Any, Any]) -> dict[str, Any]:
+    """Model fields or call kwargs minus the deny-list and secrets; headers and query maps
+    (``default_headers``, ``extra_headers``, ...) stay, minus credential entries: a header or
+    ``api-version`` can select provider behaviour."""
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in NON_SEMANTIC_FIELDS or _is_secret(value):
+            continue
+        if name in HEADER_FIELDS:
+            value = answer_headers(value)
+            if not value:
+                continue
+        out[str(name)] = value
+    return out
 
 
 class _Unkeyable(ValueError):
@@ -150,7 +152,7 @@ def _params_part(text: str) -> Any:
             raise _Unkeyable(f"call kwargs hold an object repr: {text[:200]}") from exc
         # Text from elsewhere (a custom caller's own llm_string): exact, only order-dependent.
         return {"raw": text}
-    out = {str(k): v for k, v in params.items() if k not in NON_SEMANTIC_FIELDS}
+    out = _answer_fields(params)
     return _substitute(out, classes) if classes else out
 
 

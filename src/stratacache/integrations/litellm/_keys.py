@@ -86,11 +86,11 @@ DENY_LIST: frozenset[str] = (
             "caching",
             "cache_key",
             "preset_cache_key",
-            # transport objects and HTTP headers
+            # transport objects (headers are in the key minus credential headers: see
+            # stratacache.keys.CREDENTIAL_HEADERS)
             "client",
             "shared_session",
             "allow_client_keepalive_override",
-            "extra_headers",
             # litellm's test double: it replaces the provider, it is not part of the request
             "mock_response",
         }

@@ -24,7 +24,13 @@ from llama_index.core.base.llms.types import CachePoint, ChatMessage
 from llama_index.core.bridge.pydantic import BaseModel
 from pydantic import SecretBytes, SecretStr
 
-from stratacache.keys import TRANSPORT_FIELDS, digest
+from stratacache.keys import (
+    CREDENTIAL_HEADERS,
+    HEADER_FIELDS,
+    TRANSPORT_FIELDS,
+    answer_headers,
+    digest,
+)
 
 __all__ = [
     "CALL_TRANSPORT_FIELDS",
@@ -59,18 +65,9 @@ SECRET_FIELD: Final = re.compile(
     re.I,
 )
 
-#: Request headers that carry credentials or per-request ids; every other header (``OpenAI-Beta``,
-#: ``anthropic-beta``, ...) can select provider behaviour and is part of the key.
-CREDENTIAL_HEADERS: Final = frozenset(
-    {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key",
-     "cookie", "openai-organization", "openai-project", "idempotency-key", "x-request-id"}
-)  # fmt: skip
-
-#: Call kwargs that never change an answer: the core transport list, except headers, which
-#: LlamaIndex passes on to the provider client and may enable beta features.
-CALL_TRANSPORT_FIELDS: Final = TRANSPORT_FIELDS - {"headers", "extra_headers"}
-
-_HEADER_FIELDS: Final = frozenset({"default_headers", "extra_headers", "headers"})
+#: Call kwargs that never change an answer: the core transport list. Header fields are in the
+#: key minus credential headers (``stratacache.keys.CREDENTIAL_HEADERS``).
+CALL_TRANSPORT_FIELDS: Final = TRANSPORT_FIELDS
 #: Private state some LLM classes send with every request (Responses API conversation chaining).
 _STATE_ATTRS: Final = ("_previous_response_id",)
 _BINARY_FIELDS: Final = ("image", "audio", "data", "video")
@@ -123,13 +120,7 @@ def jsonable(value: Any) -> Any:
 
 
 def _headers(value: Any) -> Any:
-    if not isinstance(value, Mapping):
-        return jsonable(value)
-    return {
-        str(k).lower(): jsonable(v)
-        for k, v in value.items()
-        if str(k).lower() not in CREDENTIAL_HEADERS
-    }
+    return jsonable(answer_headers(value))
 
 
 def clean_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,12 +129,12 @@ def clean_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in kwargs.items():
         if name in CALL_TRANSPORT_FIELDS or SECRET_FIELD.search(name):
             continue
-        out[name] = _headers(value) if name in _HEADER_FIELDS else jsonable(value)
+        out[name] = _headers(value) if name in HEADER_FIELDS else jsonable(value)
     return out
 
 
 def _setting(name: str, value: Any) -> Any:
-    if name in _HEADER_FIELDS:
+    if name in HEADER_FIELDS:
         return _headers(value)
     if name == "additional_kwargs" and isinstance(value, Mapping):
         return clean_kwargs(value)
