@@ -269,3 +269,18 @@ def test_credential_and_tracing_headers_are_not_key_material(installed: scl.Inst
     noisy = {**beta, "Authorization": "Bearer sk-1", "X-Request-Id": "r-9", "traceparent": "00-a"}
     assert key(installed, extra_headers=noisy) == plain
     assert key(installed, extra_headers={"Authorization": "Bearer sk-2"}) == key(installed)
+
+
+def test_a_process_wide_endpoint_is_part_of_the_key(
+    installed: scl.Installation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = key(installed)
+    monkeypatch.setattr(litellm, "api_base", "http://127.0.0.1:8001/v1")
+    first = key(installed)
+    monkeypatch.setattr(litellm, "api_base", "http://127.0.0.1:8002/v1")
+    assert len({plain, first, key(installed)}) == 3
+    # an explicit api_base on the call is where it goes, whatever the process default
+    explicit = {"api_base": "http://127.0.0.1:8003/v1"}
+    with_a_default = key(installed, **explicit)
+    monkeypatch.undo()
+    assert key(installed, **explicit) == with_a_default

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import litellm
+
 from stratacache.keys import TRANSPORT_FIELDS, make_key
 
 __all__ = [
@@ -145,4 +147,9 @@ def request_key(kwargs: Mapping[str, Any], model: Any) -> str:
     own = kwargs.get("model")
     if own is not None and own != model:
         params["litellm deployment model"] = own
+    if "api_base" not in params and "base_url" not in params:
+        # An endpoint set process-wide (`litellm.api_base = ...`) is where the call goes too.
+        default_base = getattr(litellm, "api_base", None)
+        if default_base:
+            params["api_base"] = default_base
     return make_key(model=model, messages=kwargs.get("messages"), namespace="litellm", **params)
