@@ -17,7 +17,7 @@ import re
 import sys
 from typing import Any, Final
 
-from langchain_core.language_models import BaseLLM
+from langchain_core.language_models import BaseChatModel, BaseLLM
 from pydantic import BaseModel
 
 from stratacache.keys import HEADER_FIELDS, TRANSPORT_FIELDS, answer_headers, make_key
@@ -224,6 +224,13 @@ def _normalize_prompt(prompt: str) -> Any:
 
 
 _LLM_ENTRY_CODES: Final = frozenset({BaseLLM.generate.__code__, BaseLLM.agenerate.__code__})
+#: Where a chat model consults the cache: seeing one of these ends the walk at once, so the chat
+#: hit path (the hot one) pays two or three frame hops instead of the full walk.
+_CHAT_ENTRY_CODES: Final = frozenset(
+    method.__code__
+    for name in ("_generate_with_cache", "_agenerate_with_cache")
+    if (method := getattr(BaseChatModel, name, None)) is not None and hasattr(method, "__code__")
+)
 _FRAMES_UP: Final = 12
 
 
@@ -238,6 +245,8 @@ def calling_llm_identity() -> Any:
     """
     frame = sys._getframe(1)
     for _ in range(_FRAMES_UP):
+        if frame.f_code in _CHAT_ENTRY_CODES:
+            return None
         if frame.f_code in _LLM_ENTRY_CODES:
             llm = frame.f_locals.get("self")
             if isinstance(llm, BaseLLM) and llm.is_lc_serializable():
