@@ -479,7 +479,8 @@ def litellm_subjects(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from litellm.caching import DiskCache, InMemoryCache, RedisCache
+            import litellm.caching as litellm_caching
+            from litellm.caching import InMemoryCache, RedisCache
     except ImportError as exc:
         return [
             skipped(k, "LiteLLM", b, exc)
@@ -504,8 +505,8 @@ def litellm_subjects(
     # The default holds 200 items; hits must not be evicted by the benchmark's own writes.
     memory = InMemoryCache(max_size_in_memory=1_000_000, default_ttl=LITELLM_TTL_S)
     out: list[Subject | Row] = [subject("ll_memory", "InMemoryCache", memory, "dict + TTL heap")]
-    try:
-        disk = DiskCache(disk_cache_dir=str(tmp / "litellm-disk"))
+    try:  # litellm 1.110 removed its DiskCache
+        disk = litellm_caching.DiskCache(disk_cache_dir=str(tmp / "litellm-disk"))
     except Exception as exc:
         out.append(skipped("ll_disk", "LiteLLM", "DiskCache", exc))
     else:
