@@ -147,7 +147,7 @@ class TieredCache:
         lock_timeout: float = 60.0,
         breaker_threshold: int = 3,
         breaker_backoff: float = 1.0,
-        breaker_max_backoff: float = 30.0,
+        breaker_max_backoff: float = 2.0,
     ) -> None:
         if not tiers:
             raise ConfigurationError("TieredCache needs at least one tier")

@@ -9,6 +9,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -239,3 +240,52 @@ def test_stats_survive_a_broken_disk_size_query(tmp_path: Path) -> None:
     disk.close()
     disk._cache = None
     assert cache.stats()["tiers"][0]["size_bytes"] is None
+
+
+@pytest.mark.redis
+def test_a_one_second_redis_blip_under_load_costs_at_most_two_more_seconds(
+    private_redis: RedisProcess,
+) -> None:
+    """8 threads on get_or_set, Redis killed and restarted one second later: the Redis tier
+    serves again within 2 s of the restart (default breaker settings), with 0 exceptions."""
+    cache = sc.TieredCache.from_urls(private_redis.url, namespace="blip")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                cache.get_or_set(f"w{n}-{i % 50}", lambda: {"n": n})
+            except BaseException as exc:
+                errors.append(exc)
+            i += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        private_redis.kill()
+        time.sleep(1.0)
+        private_redis.start()
+        restarted = time.monotonic()
+        serving_after = None
+        while time.monotonic() - restarted < 10:
+            tier = cache.stats()["tiers"][0]
+            if tier["breaker"] == "closed":
+                cache.set("probe", 1)
+                fresh = sc.TieredCache.from_urls(private_redis.url, namespace="blip")
+                if fresh.get("probe") == 1:
+                    serving_after = time.monotonic() - restarted
+                    fresh.close()
+                    break
+                fresh.close()
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    cache.close()
+    assert errors == []
+    assert serving_after is not None and serving_after <= 2.5, serving_after
