@@ -48,6 +48,16 @@ def free_port(cluster_bus: bool = False) -> int:
     raise RuntimeError("no free port found")
 
 
+def client_count(redis_url: str) -> int:
+    """Connections the test server has open, not counting the one asking."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    count = len(client.client_list()) - 1
+    client.close()
+    return count
+
+
 class RedisProcess:
     """One redis-server on 127.0.0.1 that a test can kill and restart on the same port."""
 

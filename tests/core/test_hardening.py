@@ -13,6 +13,7 @@ import stratacache as sc
 from stratacache.errors import CacheClosedError
 from stratacache.integrations._shared import kind_namespace
 from stratacache.tiers import DiskTier, MemoryTier, Miss, RedisTier
+from tests.redis_procs import client_count
 
 SURROGATE_KEY = "user-\udcff-input"  # what os.fsdecode gives for an undecodable file name
 
@@ -294,21 +295,11 @@ async def test_the_async_lease_holder_reads_again_before_computing(tmp_path: Pat
 # -- async clients close with their event loop ------------------------------------------------
 
 
-def _client_count(redis_url: str) -> int:
-    """Connections the test server has open, not counting the one asking."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    count = len(client.client_list()) - 1
-    client.close()
-    return count
-
-
 @pytest.mark.redis
 def test_async_redis_clients_close_with_their_event_loop(redis_url: str) -> None:
     tier = RedisTier(redis_url)
     cache = sc.TieredCache([MemoryTier(), tier])
-    before = _client_count(redis_url)
+    before = client_count(redis_url)
 
     async def use(i: int) -> None:
         await cache.aset(f"k{i}", i)
@@ -317,7 +308,7 @@ def test_async_redis_clients_close_with_their_event_loop(redis_url: str) -> None
 
     for i in range(5):
         asyncio.run(use(i))
-    assert _client_count(redis_url) == before
+    assert client_count(redis_url) == before
     assert len(tier._aclients) == 0
 
     async def use_and_close() -> None:
@@ -325,7 +316,7 @@ def test_async_redis_clients_close_with_their_event_loop(redis_url: str) -> None
         await cache.aclose()
 
     asyncio.run(use_and_close())
-    assert _client_count(redis_url) == before
+    assert client_count(redis_url) == before
 
 
 @pytest.mark.redis

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from stratacache.ratelimit import RateLimiter, RequestTooLargeError
-from tests.redis_procs import RedisProcess
+from tests.redis_procs import RedisProcess, client_count
 
 pytestmark = pytest.mark.redis
 
@@ -191,20 +191,10 @@ def test_unreachable_redis_at_start_is_not_a_crash() -> None:
     limiter.close()
 
 
-def _client_count(redis_url: str) -> int:
-    """Connections the test server has open, not counting the one asking."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    count = len(client.client_list()) - 1
-    client.close()
-    return count
-
-
 def test_async_use_from_many_event_loops_does_not_leak_connections(redis_url: str) -> None:
     """Each asyncio.run makes a new loop; its client must close with it, not pile up."""
     limiter = RateLimiter(rpm=60_000, redis_url=redis_url, name="loops")
-    before = _client_count(redis_url)
+    before = client_count(redis_url)
 
     async def acquire() -> None:
         async with limiter.aacquire() as lease:
@@ -212,5 +202,5 @@ def test_async_use_from_many_event_loops_does_not_leak_connections(redis_url: st
 
     for _ in range(5):
         asyncio.run(acquire())
-    assert _client_count(redis_url) == before
+    assert client_count(redis_url) == before
     limiter.close()
