@@ -72,18 +72,12 @@ def hit_path_broken(func: Callable[..., Any] | None = None) -> bool:
     return False
 
 
-class _Absent:
-    """Stands in for a class whose module cannot be imported: it never has instances."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:  # pragma: no cover - never subclassed
-        raise TypeError("an unimportable class cannot be subclassed")
-
-
 class _AbsentModule(types.ModuleType):
     """What a failed ``from M import C`` gets instead: every name is a fresh empty class."""
 
     def __getattr__(self, name: str) -> type:
-        absent = type(name, (), {"__module__": self.__name__, "__doc__": _Absent.__doc__})
+        doc = "Stands in for a class whose module cannot be imported: it never has instances."
+        absent = type(name, (), {"__module__": self.__name__, "__doc__": doc})
         setattr(self, name, absent)
         return absent
 
