@@ -431,6 +431,21 @@ class TieredCache:
             entries = [(prefix + self._storage_key(k), d, tier_ttl) for k, d in encoded]
             yield _Call(i, "set_many", (entries,))
 
+    def _add_plan(self, key: str, value: Any, ttl: float | None) -> Plan[bool]:
+        """Set-if-absent. The slowest shared tier (or, with none, the last tier) decides
+        atomically; the others are written only after it said yes, so two processes racing
+        for one key never both win."""
+        data = self._envelope(value, ttl)
+        pk = yield from self._pkey(key)
+        judge = self._shared[-1] if self._shared else len(self.tiers) - 1
+        won = yield _Call(judge, "add", (pk, data, self._tier_ttl(judge, ttl)))
+        if won is not True:
+            return False
+        for i in range(len(self.tiers)):
+            if i != judge:
+                yield _Call(i, "set", (pk, data, self._tier_ttl(i, ttl)))
+        return True
+
     def _delete_plan(self, key: str) -> Plan[None]:
         pk = yield from self._pkey(key)
         for i in range(len(self.tiers)):
@@ -671,6 +686,11 @@ class TieredCache:
     def delete(self, key: str) -> None:
         self._drive(self._delete_plan(key))
 
+    def add(self, key: str, value: Any, ttl: float | str | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent in the deciding (slowest shared) tier;
+        True if this call stored it. A failing deciding tier counts as "not stored"."""
+        return self._drive(self._add_plan(key, value, self._resolve_ttl(ttl)))
+
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The found keys only, each read from the fastest tier that has it."""
         return self._drive(self._get_many_plan(keys))
@@ -750,6 +770,9 @@ class TieredCache:
 
     async def aset(self, key: str, value: Any, ttl: float | str | None = None) -> None:
         await self._adrive(self._set_plan(key, value, self._resolve_ttl(ttl)))
+
+    async def aadd(self, key: str, value: Any, ttl: float | str | None = None) -> bool:
+        return await self._adrive(self._add_plan(key, value, self._resolve_ttl(ttl)))
 
     async def adelete(self, key: str) -> None:
         await self._adrive(self._delete_plan(key))

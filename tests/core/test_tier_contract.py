@@ -146,3 +146,12 @@ def test_add_is_set_if_absent_without_expiry(tier: Tier) -> None:
     assert tier.add("scmeta:x:gen", b"0")
     assert not tier.add("scmeta:x:gen", b"7")
     assert tier.get("scmeta:x:gen") == b"0"
+
+
+def test_add_with_ttl_expires(tier: Tier) -> None:
+    assert tier.add("sc:j:0:k:1", b"a", 0.2)
+    assert not tier.add("sc:j:0:k:1", b"b", 0.2)
+    assert tier.get("sc:j:0:k:1") == b"a"
+    time.sleep(0.5)
+    assert tier.get("sc:j:0:k:1") is MISS
+    assert tier.add("sc:j:0:k:1", b"c", 0.2)

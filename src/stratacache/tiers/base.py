@@ -94,15 +94,16 @@ class Tier(ABC):
         for key, data, ttl in entries:
             self.set(key, data, ttl)
 
-    def add(self, key: str, data: bytes) -> bool:
-        """Store ``data`` without expiry only if ``key`` is absent; True if it was stored.
+    def add(self, key: str, data: bytes, ttl: float | None = None) -> bool:
+        """Store ``data`` only if ``key`` is absent; True if it was stored.
 
-        Creates namespace generations: a plain ``set`` could overwrite a generation that
-        another process's ``clear()`` just wrote and bring cleared entries back. Shared tiers
-        override this with an atomic backend operation; the default suits local tiers.
+        Creates namespace generations (a plain ``set`` could overwrite a generation that
+        another process's ``clear()`` just wrote and bring cleared entries back) and claims
+        slots of the semantic layer's journal. Shared tiers override this with an atomic
+        backend operation; the default suits local tiers.
         """
         if isinstance(self.get(key), Miss):
-            self.set(key, data, None)
+            self.set(key, data, ttl)
             return True
         return False
 
@@ -139,8 +140,8 @@ class Tier(ABC):
     async def aset_many(self, entries: Iterable[SetEntry]) -> None:
         self.set_many(entries)
 
-    async def aadd(self, key: str, data: bytes) -> bool:
-        return self.add(key, data)
+    async def aadd(self, key: str, data: bytes, ttl: float | None = None) -> bool:
+        return self.add(key, data, ttl)
 
     async def ascan(self, prefix: str) -> list[str]:
         return self.scan(prefix)

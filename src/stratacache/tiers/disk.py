@@ -142,8 +142,8 @@ class DiskTier(Tier, LeaseSupport):
             for key, data, ttl in entries:
                 self._store(key).set(key, data, expire=ttl, retry=False)
 
-    def add(self, key: str, data: bytes) -> bool:
-        return bool(self._store(key).add(key, data, retry=False))
+    def add(self, key: str, data: bytes, ttl: float | None = None) -> bool:
+        return bool(self._store(key).add(key, data, expire=ttl, retry=False))
 
     def scan(self, prefix: str) -> list[str]:
         """A range query on diskcache's key index, so sweeping one namespace costs what that

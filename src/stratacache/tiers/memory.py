@@ -54,17 +54,29 @@ class MemoryTier(Tier):
             return data
 
     def set(self, key: str, data: bytes, ttl: float | None) -> None:
+        with self._lock:
+            self._put(key, data, ttl)
+
+    def add(self, key: str, data: bytes, ttl: float | None = None) -> bool:
+        """Atomic under the tier's lock: threads claiming journal slots never share one."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None and entry[1] > time.time():
+                return False
+            self._put(key, data, ttl)
+            return key in self._data
+
+    def _put(self, key: str, data: bytes, ttl: float | None) -> None:
         cost = len(data) + len(key) + _ENTRY_OVERHEAD
         expires = time.time() + ttl if ttl is not None else _NEVER
-        with self._lock:
-            self._pop(key)
-            if cost > self.max_bytes:
-                return  # would evict everything else and still not fit
-            self._data[key] = (data, expires)
-            self._bytes += cost
-            while self._bytes > self.max_bytes:
-                oldest = next(iter(self._data))
-                self._pop(oldest)
+        self._pop(key)
+        if cost > self.max_bytes:
+            return  # would evict everything else and still not fit
+        self._data[key] = (data, expires)
+        self._bytes += cost
+        while self._bytes > self.max_bytes:
+            oldest = next(iter(self._data))
+            self._pop(oldest)
 
     def _pop(self, key: str) -> None:
         entry = self._data.pop(key, None)

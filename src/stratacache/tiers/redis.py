@@ -210,8 +210,8 @@ class RedisTier(Tier, LeaseSupport):
         never FLUSHDB."""
         self.delete_many([*self.scan(DATA_PREFIX), *self.scan(META_PREFIX)])
 
-    def add(self, key: str, data: bytes) -> bool:
-        return bool(self._sync().set(key, data, nx=True))
+    def add(self, key: str, data: bytes, ttl: float | None = None) -> bool:
+        return bool(self._sync().set(key, data, nx=True, px=_px(ttl)))
 
     def scan(self, prefix: str) -> list[str]:
         match = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
@@ -265,8 +265,8 @@ class RedisTier(Tier, LeaseSupport):
             pipe.set(key, data, px=_px(ttl))
         await pipe.execute()
 
-    async def aadd(self, key: str, data: bytes) -> bool:
-        return bool(await self._async().set(key, data, nx=True))
+    async def aadd(self, key: str, data: bytes, ttl: float | None = None) -> bool:
+        return bool(await self._async().set(key, data, nx=True, px=_px(ttl)))
 
     async def ascan(self, prefix: str) -> list[str]:
         match = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
