@@ -328,3 +328,48 @@ def test_bad_configuration_is_refused(embedder: CallableEmbedder) -> None:
     s = SemanticCache(embedder, sc.TieredCache([MemoryTier()]))
     with pytest.raises(TypeError):
         s.lookup(b"bytes", SCOPE)  # type: ignore[arg-type]
+
+
+def test_indexes_are_saved_next_to_the_disk_tier(
+    embedder: CallableEmbedder, tmp_path: Path
+) -> None:
+    first = sc.TieredCache([MemoryTier(), DiskTier(tmp_path)])
+    a = SemanticCache(embedder, first, sync_interval=0)
+    assert a.index_dir == tmp_path / "semantic-index" / "semantic"
+    a.store("How do I reset my password?", "reset", SCOPE)
+    a.store("Where is my order 48213?", "shipped", SCOPE)
+    a.close()
+    assert (tmp_path / "semantic-index" / "semantic" / "state.json").exists()
+    first.close()
+
+    second = sc.TieredCache([MemoryTier(), DiskTier(tmp_path)])
+    b = SemanticCache(embedder, second, sync_interval=0)
+    assert b.lookup("how can i reset my password", SCOPE) == "reset"
+    assert b.stats()["index_loaded"] == 1 and b.stats()["entries"] == 2
+    b.clear()  # a new epoch: the saved index describes entries that are gone
+    b.close()
+    second.close()
+
+    third = sc.TieredCache([MemoryTier(), DiskTier(tmp_path)])
+    c = SemanticCache(embedder, third, sync_interval=0)
+    assert c.lookup("how can i reset my password", SCOPE) is None
+    assert "index_loaded" not in c.stats()
+    third.close()
+
+
+def test_a_corrupt_saved_index_falls_back_to_the_journal(
+    embedder: CallableEmbedder, tmp_path: Path
+) -> None:
+    first = sc.TieredCache([MemoryTier(), DiskTier(tmp_path)])
+    a = SemanticCache(embedder, first, sync_interval=0)
+    a.store("How do I reset my password?", "reset", SCOPE)
+    a.close()
+    first.close()
+    for path in (tmp_path / "semantic-index" / "semantic").rglob("*"):
+        if path.is_file() and path.name != "state.json":
+            path.write_bytes(b"garbage")
+    second = sc.TieredCache([MemoryTier(), DiskTier(tmp_path)])
+    b = SemanticCache(embedder, second, sync_interval=0)
+    assert b.lookup("how can i reset my password", SCOPE) == "reset"
+    assert b.stats()["index_load"] == 1
+    second.close()

@@ -28,11 +28,16 @@ import hashlib
 import inspect
 import math
 import struct
+import atexit
+import os
 import threading
 import time
+import uuid
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -231,6 +236,9 @@ class SemanticCache:
         cross-encoder, the LLM itself, or any callable. Its verdicts also calibrate.
     :param ttl: entry lifetime (default: the cache's).
     :param sync_interval: seconds between reads of the journal (other processes' stores).
+    :param index_dir: where :meth:`save` (also run by :meth:`close` and at exit) keeps the
+        local indexes so that a restart reads only the journal written since. Default: next
+        to the cache's disk tier (``<dir>/semantic-index/<namespace>``); none without one.
     """
 
     def __init__(
@@ -246,6 +254,7 @@ class SemanticCache:
         sync_interval: float = 1.0,
         candidates: int = 4,
         flat_limit: int = 20_000,
+        index_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         from stratacache.semantic._embedders import LocalEmbedder, as_embedder
 
@@ -281,6 +290,18 @@ class SemanticCache:
         self._stats = AdapterStats("semantic")
         self._similarity: deque[float] = deque(maxlen=4096)
         self._embedder_id = _digest(self.embedder.identity)
+        self.index_dir = Path(index_dir) if index_dir is not None else self._default_index_dir()
+        self._epoch: str | None = None
+        if self.index_dir is not None:
+            _SAVE_AT_EXIT.add(self)
+
+    def _default_index_dir(self) -> Path | None:
+        from stratacache.tiers import DiskTier
+
+        for tier in self.cache.tiers:
+            if isinstance(tier, DiskTier):
+                return tier.directory / "semantic-index" / self.cache.namespace
+        return None
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -351,6 +372,16 @@ class SemanticCache:
         self._synced_at = now
         start = self._next_slot
         if start is None:
+            # The journal's epoch changes when the namespace is cleared: a saved index from
+            # another epoch describes entries that are gone.
+            epoch = yield _Cache("get", ("je",))
+            if not isinstance(epoch, str):
+                candidate = uuid.uuid4().hex
+                won = yield _Cache("add", ("je", candidate, None))
+                epoch = candidate if won else (yield _Cache("get", ("je",)))
+            self._epoch = epoch if isinstance(epoch, str) else None
+            start = self._load_saved()
+        if start is None:
             head = yield _Cache("get", ("jh",))
             top = int(head) if isinstance(head, int) and head >= 0 else 0
             start = top
@@ -377,6 +408,67 @@ class SemanticCache:
                 break
         self._next_slot = slot
         return None
+
+    def _load_saved(self) -> int | None:
+        """Partitions saved by an earlier process of this epoch; the journal slot to go on
+        from, or None when there is nothing usable (then the warm-up reads the journal)."""
+        from stratacache.semantic._index import VectorIndex
+
+        folder = self.index_dir
+        if folder is None or self._epoch is None:
+            return None
+        try:
+            state = orjson.loads((folder / "state.json").read_bytes())
+            if state.get("epoch") != self._epoch or state.get("embedder") != self._embedder_id:
+                return None
+            parts = {}
+            for pid, prompts in state["partitions"].items():
+                index = VectorIndex.load(folder / pid)
+                if not isinstance(prompts, dict) or set(prompts) != set(index.ids()):
+                    return None
+                parts[pid] = _Partition(index, dict(prompts))
+            slot = int(state["slot"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._stats.problem("index_load", "saved index in %s unusable: %s", folder, exc)
+            return None
+        with self._lock:
+            self._parts.update(parts)
+        self._stats.count("index_loaded")
+        return slot
+
+    def save(self) -> None:
+        """Write the local indexes and the journal position to ``index_dir`` (atomically per
+        partition; the state file last), so the next process starts from them."""
+        folder = self.index_dir
+        if folder is None or self._epoch is None or self._next_slot is None:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                parts = dict(self._parts)
+                slot = self._next_slot
+                prompts = {pid: dict(part.prompts) for pid, part in parts.items()}
+            for pid, part in parts.items():
+                part.index.save(folder / pid)
+            state = {
+                "epoch": self._epoch,
+                "embedder": self._embedder_id,
+                "slot": slot,
+                "partitions": prompts,
+            }
+            tmp = folder / f".state.{uuid.uuid4().hex}.tmp"
+            tmp.write_bytes(orjson.dumps(state))
+            os.replace(tmp, folder / "state.json")
+        except (OSError, ValueError) as exc:
+            self._stats.problem("index_save", "could not save the index in %s: %s", folder, exc)
+
+    def close(self) -> None:
+        """Save the local indexes (when there is an ``index_dir``); the tiers stay open (they
+        belong to the cache that was passed in)."""
+        self.save()
+        _SAVE_AT_EXIT.discard(self)
 
     def _append_plan(self, eid: str) -> Plan:
         """Claim the next free journal slot for ``eid``."""
@@ -508,6 +600,8 @@ class SemanticCache:
         if pending is not None:
             # The fresh answer says whether the refused candidate would have been right.
             self._calibration.add(pending[1], _same_answer(pending[2], value))
+        if self._next_slot is None:  # first use: warm up (and learn the journal's epoch)
+            yield from self._sync_plan(force=True)
         vector = yield from self._embed_plan(prompt)
         eid = self._entry_id(partition, prompt)
         data = _pack(_Entry(prompt, partition, value, vector))
@@ -667,8 +761,18 @@ class SemanticCache:
         with self._lock:
             self._parts.clear()
             self._next_slot = None
+            self._epoch = None
             self._recent.clear()
             self._relaxed.clear()
+
+
+_SAVE_AT_EXIT: weakref.WeakSet[SemanticCache] = weakref.WeakSet()
+
+
+@atexit.register
+def _save_all() -> None:
+    for sem in list(_SAVE_AT_EXIT):
+        sem.save()
 
 
 def _check_prompt(prompt: Any) -> None:
