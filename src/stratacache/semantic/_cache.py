@@ -23,13 +23,13 @@ candidates, the guards in :mod:`._guards` decide. Wrong answers cost more than m
 
 from __future__ import annotations
 
+import atexit
 import base64
 import hashlib
 import inspect
 import math
-import struct
-import atexit
 import os
+import struct
 import threading
 import time
 import uuid
