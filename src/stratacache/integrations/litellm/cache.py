@@ -14,11 +14,18 @@ is what lets us fix the three things the backend alone cannot see:
 
 It also records, with each entry, how long the provider took, so that a hit can report the
 latency it saved (read back by :class:`~stratacache.litellm.StatsCallback`).
+
+With ``semantic=`` (a :class:`~stratacache.semantic.SemanticCache`) a chat request the exact
+entries miss is looked up semantically: its last user message within a scope made of everything
+else (``semantic.py`` says what); a hit is the stored entry, in the very shape an exact hit has,
+so litellm builds the response (or replays it as a stream) the same way. Every stored chat
+response is written to both layers.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,10 +34,19 @@ from typing import Any
 import litellm
 from litellm.caching.caching import Cache, CacheMode
 from litellm.types.utils import EmbeddingResponse
+from pydantic import BaseModel
 
 from stratacache.integrations._shared import AdapterStats
 from stratacache.integrations.litellm._keys import UNCACHEABLE, request_key
-from stratacache.integrations.litellm.backend import CacheBackend
+from stratacache.integrations.litellm.backend import CacheBackend, Uncacheable, check_response
+from stratacache.integrations.litellm.semantic import (
+    Tenant,
+    last_user_text,
+    request_tenant,
+    scope_messages,
+    skip_reason,
+)
+from stratacache.semantic import SemanticCache
 from stratacache.tiered import TieredCache
 
 __all__ = ["LiteLLMCache", "hit_latency"]
@@ -70,6 +86,10 @@ class LiteLLMCache(Cache):
     :param mode: litellm's ``CacheMode``; ``default_off`` caches only calls that pass
         ``cache={"use-cache": True}``.
     :param backend: an existing :class:`CacheBackend` instead of ``cache``/``namespace``.
+    :param semantic: a :class:`~stratacache.semantic.SemanticCache` consulted after an exact
+        miss (chat requests only; see ``semantic.py``); None: exact matching only.
+    :param tenant: the tenant of the semantic scope when the request names none of its own
+        (``user``, proxy key/team/end-user ids): a string or a zero-argument callable.
     :param kwargs: any other ``litellm.Cache`` argument (``supported_call_types``, ...).
     """
 
@@ -82,8 +102,16 @@ class LiteLLMCache(Cache):
         max_messages: int | None = None,
         mode: CacheMode | None = CacheMode.default_on,
         backend: CacheBackend | None = None,
+        semantic: SemanticCache | None = None,
+        tenant: Tenant = None,
         **kwargs: Any,
     ) -> None:
+        if semantic is not None and not isinstance(semantic, SemanticCache):
+            raise TypeError(
+                f"semantic must be a stratacache.semantic.SemanticCache, not {type(semantic)}"
+            )
+        self.semantic = semantic
+        self.tenant = tenant
         self.backend = backend if backend is not None else CacheBackend(cache, namespace=namespace)
         super().__init__(
             _backend=self.backend, ttl=ttl, max_messages=max_messages, mode=mode, **kwargs
@@ -146,11 +174,22 @@ class LiteLLMCache(Cache):
         if _is_sync_embedding(kwargs):
             return self._looked_up(kwargs, self._get_embeddings(kwargs))
         _last_entry.latency = None
-        return self._looked_up(kwargs, super().get_cache(dynamic_cache_object, **kwargs))
+        value = super().get_cache(dynamic_cache_object, **kwargs)
+        if value is None and self.semantic is not None:
+            request = self._semantic_request(kwargs)
+            if request is not None:
+                found = self.semantic.lookup(*request)
+                value = self._semantic_hit(found, kwargs)
+        return self._looked_up(kwargs, value)
 
     async def async_get_cache(self, dynamic_cache_object: Any = None, **kwargs: Any) -> Any:
         _last_entry.latency = None
         value = await super().async_get_cache(dynamic_cache_object, **kwargs)
+        if value is None and self.semantic is not None:
+            request = self._semantic_request(kwargs)
+            if request is not None:
+                found = await self.semantic.alookup(*request)
+                value = self._semantic_hit(found, kwargs)
         return self._looked_up(kwargs, value)
 
     def add_cache(self, result: Any, **kwargs: Any) -> None:
@@ -158,6 +197,92 @@ class LiteLLMCache(Cache):
             self._add_embeddings(result, kwargs)
             return
         super().add_cache(result, **kwargs)  # type: ignore[no-untyped-call]
+        if self.semantic is not None:
+            stored = self._semantic_entry(result, kwargs)
+            if stored is not None:
+                self.semantic.store(*stored)
+
+    async def async_add_cache(
+        self, result: Any, dynamic_cache_object: Any = None, **kwargs: Any
+    ) -> None:
+        await super().async_add_cache(result, dynamic_cache_object, **kwargs)
+        if self.semantic is not None:
+            stored = self._semantic_entry(result, kwargs)
+            if stored is not None:
+                await self.semantic.astore(*stored)
+
+    # -- semantic layer -----------------------------------------------------------------------
+
+    def _semantic_request(self, kwargs: Mapping[str, Any]) -> tuple[str, Any] | None:
+        """``(last user text, scope)`` for a request the semantic layer may serve, else None.
+
+        Never raises: a request we cannot scope exactly is left to the exact layer.
+        """
+        try:
+            if self.should_use_cache(**kwargs) is not True:  # type: ignore[no-untyped-call]
+                return None
+            reason = skip_reason(kwargs)
+            if reason is not None:
+                self._stats.count(f"semantic_skipped: {reason}")
+                return None
+            messages = kwargs["messages"]
+            prompt = last_user_text(messages)
+            if prompt is None:
+                return None
+            params = {k: v for k, v in kwargs.items() if k not in ("cache_key", "preset_cache_key")}
+            params["messages"] = scope_messages(messages)
+            key = self.get_cache_key(**params)
+            if key.startswith(UNCACHEABLE):
+                return None
+            scope = {"litellm": key, "tenant": request_tenant(kwargs, self.tenant)}
+        except Exception as exc:
+            self._stats.problem("semantic_errors", "semantic layer skipped: %s", exc)
+            return None
+        return prompt, scope
+
+    def _semantic_hit(self, found: Any, kwargs: Mapping[str, Any]) -> Any:
+        """A semantic entry as litellm's exact path returns one, or None (expired, too old)."""
+        if not isinstance(found, dict) or not isinstance(found.get("response"), dict):
+            return None
+        expires = found.get("expires")
+        if isinstance(expires, int | float) and expires <= time.time():
+            return None
+        control = kwargs.get("cache") or {}
+        max_age = control.get("s-maxage") or control.get("s-max-age") or float("inf")
+        value = self.get_cache_logic(found, max_age)
+        if value is not None:
+            self._stats.count("semantic_hits")
+        return value
+
+    def _semantic_entry(self, result: Any, kwargs: dict[str, Any]) -> tuple[str, Any, Any] | None:
+        """``(prompt, entry, scope)`` to store, or None: the exact path's checks, mirrored."""
+        request = self._semantic_request(kwargs)
+        if request is None:
+            return None
+        try:
+            response = result
+            if isinstance(response, BaseModel):
+                response = response.model_dump_json(exclude_unset=True)
+            if isinstance(response, str | bytes):
+                response = json.loads(response)
+            if not isinstance(response, dict) or "choices" not in response:
+                return None
+            check_response(response)
+            _, data, options = self._add_cache_logic(response, **kwargs)
+            ttl = self.backend._ttl(options)
+            if ttl is False:
+                return None
+            entry = {**data, "response": response}
+            if ttl:
+                entry["expires"] = time.time() + float(ttl)
+        except Uncacheable as exc:
+            self._stats.count(f"semantic_skipped: {exc}")
+            return None
+        except Exception as exc:
+            self._stats.problem("semantic_errors", "not stored semantically: %s", exc)
+            return None
+        prompt, scope = request
+        return prompt, entry, scope
 
     # -- sync embeddings, per item ------------------------------------------------------------
 

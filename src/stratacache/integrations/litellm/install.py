@@ -22,7 +22,9 @@ from stratacache.errors import ConfigurationError
 from stratacache.integrations.litellm._compat import apply_hit_patch, revert_hit_patch
 from stratacache.integrations.litellm.cache import LiteLLMCache
 from stratacache.integrations.litellm.callbacks import RateLimitCallback, StatsCallback
+from stratacache.integrations.litellm.semantic import Tenant
 from stratacache.ratelimit import RateLimiter
+from stratacache.semantic import SemanticCache, Verifier
 from stratacache.tiered import TieredCache
 
 __all__ = ["CALLBACK_LISTS", "Installation", "current", "install", "uninstall"]
@@ -51,6 +53,8 @@ class Installation:
     previous_cache: Any = None
     missing_marker: list[str] = field(default_factory=list)
     patched: bool = False
+    #: the semantic layer (``install(semantic=...)``), also ``cache.semantic``
+    semantic: SemanticCache | None = None
 
     def callbacks(self) -> list[Any]:
         # Only the rate limiter is registered with litellm. Stats are fed by the cache's own
@@ -80,19 +84,32 @@ def _remove(objects: list[Any]) -> None:
 
 def install(
     cache: TieredCache | None = None,
-    semantic: bool = False,
+    semantic: bool | SemanticCache = False,
     rate_limits: Mapping[str, Mapping[str, float] | RateLimiter] | None = None,
     redis_url: str | None = None,
     *,
     ttl: float | None = None,
     namespace: str | None = None,
     max_messages: int | None = None,
+    embedder: Any = None,
+    threshold: float | None = None,
+    error_budget: float = 0.02,
+    verifier: Verifier | None = None,
+    tenant: Tenant = None,
     **cache_options: Any,
 ) -> Installation:
     """Make every litellm call in this process use stratacache.
 
     :param cache: the tiers; default: the process-wide ``TieredCache.default()`` (memory + disk).
-    :param semantic: reserved; the semantic cache is not released yet (raises).
+    :param semantic: True to also serve chat requests whose last user message asks the same
+        thing in other words (after an exact miss, within the same model, parameters, earlier
+        turns and tenant; docs/litellm.md), or a ready
+        :class:`~stratacache.semantic.SemanticCache`.
+    :param embedder: / :param threshold: / :param error_budget: / :param verifier: passed to the
+        :class:`~stratacache.semantic.SemanticCache` built for ``semantic=True`` (default
+        embedder: the offline :class:`~stratacache.semantic.LocalEmbedder`).
+    :param tenant: the semantic partition of requests that carry no tenant of their own
+        (``user``, proxy key/team/end-user ids): a string or a zero-argument callable.
     :param rate_limits: per-model RPM/TPM, e.g. ``{"gpt-4o-mini": {"rpm": 500, "tpm": 200_000}}``.
     :param redis_url: share the rate limits across processes through this Redis.
     :param ttl: default entry lifetime in seconds (per-call ``cache={"ttl": n}`` wins).
@@ -101,11 +118,10 @@ def install(
     :param cache_options: any other ``litellm.Cache`` argument (``mode``, ``supported_call_types``).
     """
     global _installed
-    if semantic:
-        raise ConfigurationError(
-            "semantic=True ships with the semantic cache (stratacache.semantic), which is not "
-            "released yet; use install(semantic=False) for exact-match caching meanwhile"
-        )
+    sem = _semantic(
+        semantic, cache, namespace, embedder=embedder, threshold=threshold,
+        error_budget=error_budget, verifier=verifier, tenant=tenant,
+    )  # fmt: skip
     with _lock:
         previous = _installed
         if previous is not None:
@@ -125,8 +141,9 @@ def install(
             patched = False
         patched = apply_hit_patch() or patched
         built = LiteLLMCache(
-            cache, ttl=ttl, namespace=namespace, max_messages=max_messages, **cache_options
-        )
+            cache, ttl=ttl, namespace=namespace, max_messages=max_messages, semantic=sem,
+            tenant=tenant, **cache_options,
+        )  # fmt: skip
         installation = Installation(
             cache=built,
             stats=StatsCallback(),
@@ -134,6 +151,7 @@ def install(
             previous_cache=previous_cache,
             missing_marker=missing,
             patched=patched,
+            semantic=sem,
         )
         built.on_lookup = installation.stats.record_lookup
         litellm.cache = built
@@ -141,6 +159,40 @@ def install(
             litellm.logging_callback_manager.add_litellm_callback(callback)
         _installed = installation
         return installation
+
+
+def _semantic(
+    semantic: bool | SemanticCache,
+    cache: TieredCache | None,
+    namespace: str | None,
+    *,
+    embedder: Any,
+    threshold: float | None,
+    error_budget: float,
+    verifier: Verifier | None,
+    tenant: Tenant,
+) -> SemanticCache | None:
+    """The semantic layer ``install`` was asked for; ConfigurationError for bad arguments."""
+    if tenant is not None and not (isinstance(tenant, str) or callable(tenant)):
+        raise ConfigurationError("tenant must be a str or a zero-argument callable")
+    if isinstance(semantic, SemanticCache):
+        return semantic
+    if semantic is False or semantic is None:
+        tuning = embedder is not None or threshold is not None or verifier is not None
+        if tuning or error_budget != 0.02:
+            raise ConfigurationError(
+                "embedder=, threshold=, error_budget= and verifier= configure the semantic "
+                "layer: pass semantic=True with them"
+            )
+        return None
+    if semantic is not True:
+        raise ConfigurationError(
+            f"semantic must be True, False or a SemanticCache, got {type(semantic).__name__}"
+        )
+    return SemanticCache(
+        embedder, cache, threshold, error_budget, verifier=verifier,
+        namespace=f"{namespace}.semantic" if namespace else None,
+    )  # fmt: skip
 
 
 def uninstall() -> None:

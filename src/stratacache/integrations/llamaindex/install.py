@@ -23,7 +23,8 @@ from stratacache.integrations.llamaindex.embedding import (
     patch_embedding,
     unpatch_embedding,
 )
-from stratacache.integrations.llamaindex.llm import CachedLLM, patch_llm, unpatch_llm
+from stratacache.integrations.llamaindex.llm import CachedLLM, Tenant, patch_llm, unpatch_llm
+from stratacache.semantic import SemanticCache
 from stratacache.tiered import TieredCache
 
 __all__ = ["install", "installed", "uninstall"]
@@ -40,6 +41,8 @@ def install(
     llm: bool = True,
     embed_model: bool = True,
     ttl: float | str | None = None,
+    semantic: bool | SemanticCache = False,
+    tenant: Tenant = None,
 ) -> dict[str, Any]:
     """Cache ``Settings.llm`` and ``Settings.embed_model``; returns what was done.
 
@@ -47,22 +50,32 @@ def install(
     :param in_place: patch the current model objects instead of replacing them.
     :param llm: / :param embed_model: which of the two to cache.
     :param ttl: lifetime of new LLM and embedding entries.
+    :param semantic: / :param tenant: the LLM's semantic layer (see :class:`CachedLLM`): True
+        or a ready :class:`~stratacache.semantic.SemanticCache`, shared within ``tenant`` only.
 
     Calling it again first undoes the previous install. An unset Settings slot stays unset
     (``"llm": None`` in the result): set the model, then call ``install()``.
     """
     global _state
+    if not isinstance(semantic, bool | SemanticCache):
+        raise ConfigurationError(
+            f"semantic must be True, False or a SemanticCache, got {type(semantic).__name__}"
+        )
+    if tenant is not None and not (isinstance(tenant, str) or callable(tenant)):
+        raise ConfigurationError("tenant must be a str or a zero-argument callable")
     with _lock:
         _uninstall_locked()
         done: dict[str, Any] = {"llm": None, "embed_model": None, "in_place": in_place}
         state: dict[str, Any] = {"in_place": in_place, "llm": None, "embed_model": None}
         current_llm = Settings._llm
         if llm and current_llm is not None and not isinstance(current_llm, CachedLLM):
-            state["llm"] = current_llm
             if in_place:
-                patch_llm(current_llm, cache, ttl=ttl)
+                patch_llm(current_llm, cache, ttl=ttl, semantic=semantic, tenant=tenant)
             else:
-                Settings._llm = CachedLLM(current_llm, cache, ttl=ttl)
+                Settings._llm = CachedLLM(
+                    current_llm, cache, ttl=ttl, semantic=semantic, tenant=tenant
+                )
+            state["llm"] = current_llm
             done["llm"] = type(current_llm).__name__
         current_emb = Settings._embed_model
         if embed_model and current_emb is not None and not isinstance(current_emb, CachedEmbedding):

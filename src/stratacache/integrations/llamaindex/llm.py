@@ -7,6 +7,14 @@ call kwargs, so tools and ``tool_choice`` passed by ``chat_with_tools`` are part
 Streams replay chunk by chunk and are stored only once fully consumed; errors, empty answers
 and interrupted streams are never stored.
 
+``semantic=True`` (or a ready :class:`~stratacache.semantic.SemanticCache`) adds a second
+layer, asked only after an exact miss: the last user message (or the ``complete`` prompt) is
+matched semantically within a scope holding everything else exactly: the model's whole
+configuration, the method, the call kwargs (tools, temperature...), the system prompt, every
+earlier turn verbatim, and the ``tenant``. Every stored answer is written to both layers.
+Chats whose last message is not a plain-text user message (a tool result, an image) and calls
+asking for several choices use the exact layer only.
+
 Two wrapper classes exist so that ``isinstance(llm, FunctionCallingLLM)`` keeps holding;
 ``CachedLLM(x)`` picks the right one. The wrapper is left undecorated on purpose: a hit fires
 no ``LLMChatStartEvent`` (nothing was sent) but a :class:`CacheHitEvent`, and a miss fires the
@@ -23,6 +31,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequ
 from typing import Any, TypeVar, cast
 
 from llama_index.core.base.llms.types import (
+    CachePoint,
     ChatMessage,
     ChatResponse,
     ChatResponseAsyncGen,
@@ -31,13 +40,16 @@ from llama_index.core.base.llms.types import (
     CompletionResponseAsyncGen,
     CompletionResponseGen,
     LLMMetadata,
+    MessageRole,
     TextBlock,
 )
 from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 
+from stratacache._config import parse_duration
 from stratacache._stats import GLOBAL_SAVINGS
+from stratacache.errors import ConfigurationError
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
 from stratacache.integrations.llamaindex._keys import (
     Uncacheable,
@@ -50,6 +62,7 @@ from stratacache.integrations.llamaindex.embedding import count_tokens
 from stratacache.integrations.llamaindex.events import CacheHitEvent, CacheMissEvent, emit
 from stratacache.integrations.llamaindex.ratelimit import metered, settle, usage_of
 from stratacache.keys import make_key
+from stratacache.semantic import SemanticCache
 from stratacache.tiered import TieredCache
 from stratacache.tiers.base import MISS
 
@@ -57,6 +70,9 @@ __all__ = ["CachedFunctionCallingLLM", "CachedLLM", "LLMCacher", "patch_llm", "u
 
 R = TypeVar("R", ChatResponse, CompletionResponse)
 _FORMAT = 1
+
+#: ``tenant=``: a value, or a zero-argument callable evaluated on every call.
+Tenant = str | Callable[[], Any] | None
 
 
 def _text_of(resp: Any) -> str:
@@ -85,15 +101,50 @@ def _prompt_text(payload: Any) -> str:
     return "\n".join(m.content or "" for m in payload)
 
 
+def _last_user_text(messages: Sequence[ChatMessage]) -> str | None:
+    """The text of the last message if it is a plain-text user message, else None."""
+    if not messages:
+        return None
+    last = messages[-1]
+    if last.role != MessageRole.USER:
+        return None
+    texts = []
+    for block in last.blocks:
+        if isinstance(block, CachePoint):  # a provider prompt-caching marker, not content
+            continue
+        if not isinstance(block, TextBlock):
+            return None
+        texts.append(block.text)
+    text = "\n".join(texts)
+    return text if text.strip() else None
+
+
+def _several_choices(llm: Any, kwargs: dict[str, Any]) -> bool:
+    extra = getattr(llm, "additional_kwargs", None)
+    for source in (kwargs, extra if isinstance(extra, dict) else {}):
+        n = source.get("n")
+        if n is not None and n != 1:
+            return True
+    return False
+
+
 class LLMCacher:
     """Keying, lookup, encoding and store logic for one cache, shared by all LLM methods."""
 
     def __init__(
-        self, cache: TieredCache, *, ttl: float | str | None, model_id: str | None
+        self,
+        cache: TieredCache,
+        *,
+        ttl: float | str | None,
+        model_id: str | None,
+        semantic: SemanticCache | None = None,
+        tenant: Tenant = None,
     ) -> None:
         self.cache = cache
         self.ttl = ttl
         self.model_id = model_id
+        self.semantic = semantic
+        self.tenant = tenant
         self.stats = AdapterStats("llamaindex.CachedLLM")
 
     # -- shared logic -------------------------------------------------------------------------
@@ -119,6 +170,79 @@ class LLMCacher:
             self.stats.problem("key_errors", "could not build a key (%s: %s)",
                                type(exc).__name__, exc)  # fmt: skip
         return None
+
+    def semantic_request(
+        self, llm: Any, method: str, payload: Any, kwargs: dict[str, Any]
+    ) -> tuple[str, Any] | None:
+        """``(text matched semantically, scope)``, or None when the call uses the exact layer
+        only. The scope is this call's exact key with the matched text blanked, plus the tenant.
+        """
+        if self.semantic is None:
+            return None
+        try:
+            if _several_choices(llm, kwargs):
+                self.stats.count("semantic_skipped: n")
+                return None
+            if isinstance(payload, dict):
+                prompt = str(payload.get("prompt") or "")
+                if not prompt.strip():
+                    return None
+                blank: Any = {**payload, "prompt": ""}
+            else:
+                messages = list(payload)
+                text = _last_user_text(messages)
+                if text is None:
+                    self.stats.count("semantic_skipped: not_user_text")
+                    return None
+                prompt = text
+                blank = [*messages[:-1], messages[-1].model_copy(update={"blocks": []})]
+            scope_key = self.key(llm, method, blank, kwargs)
+            if scope_key is None:
+                return None
+            tenant = self.tenant() if callable(self.tenant) else self.tenant
+        except Exception as exc:
+            self.stats.problem("semantic_errors", "semantic layer skipped: %s", exc)
+            return None
+        return prompt, {"llamaindex": scope_key, "tenant": None if tenant is None else str(tenant)}
+
+    def _semantic_found(self, found: Any) -> Any:
+        if found is None:
+            return MISS
+        self.stats.count("semantic_hits")
+        return found
+
+    def lookup(self, key: str, call: tuple[Any, str, Any, dict[str, Any]]) -> tuple[Any, Any]:
+        """``(exact entry, else after an exact miss the semantic one, else MISS; the semantic
+        request)``. The semantic request is only built when the exact layer missed."""
+        raw = self.cache.get(key, MISS)
+        request = None
+        if raw is MISS and self.semantic is not None:
+            request = self.semantic_request(*call)
+            if request is not None:
+                raw = self._semantic_found(self.semantic.lookup(*request))
+        return raw, request
+
+    async def alookup(
+        self, key: str, call: tuple[Any, str, Any, dict[str, Any]]
+    ) -> tuple[Any, Any]:
+        raw = await self.cache.aget(key, MISS)
+        request = None
+        if raw is MISS and self.semantic is not None:
+            request = self.semantic_request(*call)
+            if request is not None:
+                raw = self._semantic_found(await self.semantic.alookup(*request))
+        return raw, request
+
+    def put(self, key: str, value: dict[str, Any], request: tuple[str, Any] | None) -> None:
+        """Store in the exact layer and, for a call the semantic layer may serve, in it too."""
+        self.cache.set(key, value, ttl=self.ttl)
+        if request is not None and self.semantic is not None:
+            self.semantic.store(request[0], value, request[1])
+
+    async def aput(self, key: str, value: dict[str, Any], request: tuple[str, Any] | None) -> None:
+        await self.cache.aset(key, value, ttl=self.ttl)
+        if request is not None and self.semantic is not None:
+            await self.semantic.astore(request[0], value, request[1])
 
     def accept(self, raw: Any, key: str, method: str) -> dict[str, Any] | None:
         """A usable stored entry, or None (counted as a miss)."""
@@ -193,8 +317,10 @@ class LLMCacher:
         invoke: Callable[[], R], cls: type[R],
     ) -> R:  # fmt: skip
         key = self.key(llm, method, payload, kwargs)
+        request = None
         if key is not None:
-            entry = self.accept(self.cache.get(key, MISS), key, method)
+            raw, request = self.lookup(key, (llm, method, payload, kwargs))
+            entry = self.accept(raw, key, method)
             hit = None if entry is None else self.decode(entry, cls)
             if hit is not None:
                 return hit
@@ -204,7 +330,7 @@ class LLMCacher:
         settle(scope, tokens if tokens is not None or scope is None else self.tokens(resp, payload))
         value = None if key is None else self.encode(resp, tokens)
         if key is not None and value is not None:
-            self.cache.set(key, value, ttl=self.ttl)
+            self.put(key, value, request)
         return resp
 
     def stream(
@@ -212,8 +338,10 @@ class LLMCacher:
         invoke: Callable[[], Generator[R, None, None]], cls: type[R],
     ) -> Generator[R, None, None]:  # fmt: skip
         key = self.key(llm, method, payload, kwargs)
+        request = None
         if key is not None:
-            entry = self.accept(self.cache.get(key, MISS), key, method)
+            raw, request = self.lookup(key, (llm, method, payload, kwargs))
+            entry = self.accept(raw, key, method)
             replay = None if entry is None else self.decode_stream(entry, cls)
             if replay is not None:
                 return (r for r in replay)
@@ -231,7 +359,7 @@ class LLMCacher:
                    else self.tokens(chunks[-1], payload))  # fmt: skip
             value = None if key is None else self.encode_stream(chunks, tokens)
             if key is not None and value is not None:
-                self.cache.set(key, value, ttl=self.ttl)
+                self.put(key, value, request)
 
         return record()
 
@@ -242,8 +370,10 @@ class LLMCacher:
         invoke: Callable[[], Awaitable[R]], cls: type[R],
     ) -> R:  # fmt: skip
         key = self.key(llm, method, payload, kwargs)
+        request = None
         if key is not None:
-            entry = self.accept(await self.cache.aget(key, MISS), key, method)
+            raw, request = await self.alookup(key, (llm, method, payload, kwargs))
+            entry = self.accept(raw, key, method)
             hit = None if entry is None else self.decode(entry, cls)
             if hit is not None:
                 return hit
@@ -253,7 +383,7 @@ class LLMCacher:
         settle(scope, tokens if tokens is not None or scope is None else self.tokens(resp, payload))
         value = None if key is None else self.encode(resp, tokens)
         if key is not None and value is not None:
-            await self.cache.aset(key, value, ttl=self.ttl)
+            await self.aput(key, value, request)
         return resp
 
     async def astream(
@@ -261,8 +391,10 @@ class LLMCacher:
         invoke: Callable[[], Awaitable[AsyncGenerator[R, None]]], cls: type[R],
     ) -> AsyncGenerator[R, None]:  # fmt: skip
         key = self.key(llm, method, payload, kwargs)
+        request = None
         if key is not None:
-            entry = self.accept(await self.cache.aget(key, MISS), key, method)
+            raw, request = await self.alookup(key, (llm, method, payload, kwargs))
+            entry = self.accept(raw, key, method)
             replay = None if entry is None else self.decode_stream(entry, cls)
             if replay is not None:
 
@@ -284,18 +416,51 @@ class LLMCacher:
                    else self.tokens(chunks[-1], payload))  # fmt: skip
             value = None if key is None else self.encode_stream(chunks, tokens)
             if key is not None and value is not None:
-                await self.cache.aset(key, value, ttl=self.ttl)
+                await self.aput(key, value, request)
 
         return record()
 
 
+def _semantic_layer(
+    semantic: bool | SemanticCache | None,
+    base: TieredCache,
+    namespace: str | None,
+    ttl: float | str | None,
+    tenant: Tenant,
+) -> SemanticCache | None:
+    if tenant is not None and not (isinstance(tenant, str) or callable(tenant)):
+        raise ConfigurationError("tenant must be a str or a zero-argument callable")
+    if isinstance(semantic, SemanticCache):
+        return semantic
+    if semantic is None or semantic is False:
+        return None
+    if semantic is not True:
+        raise ConfigurationError(
+            f"semantic must be True, False or a SemanticCache, got {type(semantic).__name__}"
+        )
+    return SemanticCache(
+        None,
+        base,
+        ttl=parse_duration(ttl),
+        namespace=f"{namespace}.semantic" if namespace else None,
+    )
+
+
 def _make_cacher(
-    cache: TieredCache | None, namespace: str | None, ttl: float | str | None, model_id: str | None
+    cache: TieredCache | None,
+    namespace: str | None,
+    ttl: float | str | None,
+    model_id: str | None,
+    semantic: bool | SemanticCache | None = False,
+    tenant: Tenant = None,
 ) -> LLMCacher:
     base = cache if cache is not None else default_cache()
     if not isinstance(base, TieredCache):
         raise TypeError(f"cache must be a stratacache.TieredCache, not {type(base).__name__}")
-    return LLMCacher(kind_namespace(base, "li-llm", namespace), ttl=ttl, model_id=model_id)
+    return LLMCacher(
+        kind_namespace(base, "li-llm", namespace), ttl=ttl, model_id=model_id,
+        semantic=_semantic_layer(semantic, base, namespace, ttl, tenant), tenant=tenant,
+    )  # fmt: skip
 
 
 def _cp(prompt: str, formatted: bool) -> dict[str, Any]:
@@ -312,6 +477,13 @@ class CachedLLM(LLM):
     :param ttl: lifetime of new entries (seconds or ``"1h"``).
     :param model_id: replace the automatic model identity in keys (e.g. to share entries
         between two clients of the same deployment).
+    :param semantic: True (a :class:`~stratacache.semantic.SemanticCache` with the offline
+        ``LocalEmbedder`` over ``cache``) or a ready ``SemanticCache``: after an exact miss,
+        serve an answer to the same question asked in other words, within the same model,
+        configuration, call kwargs, earlier turns and tenant. Default False: exact only.
+    :param tenant: who the semantic entries are shared with: a string or a zero-argument
+        callable evaluated on every call (e.g. reading a context variable). Default None: one
+        tenant (a single-tenant app).
     """
 
     inner: SerializeAsAny[LLM]
@@ -330,6 +502,8 @@ class CachedLLM(LLM):
         namespace: str | None = None,
         ttl: float | str | None = None,
         model_id: str | None = None,
+        semantic: bool | SemanticCache = False,
+        tenant: Tenant = None,
         **kwargs: Any,
     ) -> None:
         # The high-level LLM methods (predict, structured_predict, ...) read these fields on
@@ -338,8 +512,9 @@ class CachedLLM(LLM):
                      "output_parser", "pydantic_program_mode", "query_wrapper_prompt",
                      "callback_manager"):  # fmt: skip
             kwargs.setdefault(name, getattr(llm, name))
+        cacher = _make_cacher(cache, namespace, ttl, model_id, semantic, tenant)
         super().__init__(inner=llm, **kwargs)  # type: ignore[call-arg]
-        self._cacher = _make_cacher(cache, namespace, ttl, model_id)
+        self._cacher = cacher
 
     @classmethod
     def class_name(cls) -> str:
@@ -349,8 +524,16 @@ class CachedLLM(LLM):
     def metadata(self) -> LLMMetadata:
         return self.inner.metadata
 
+    @property
+    def semantic(self) -> SemanticCache | None:
+        """The semantic layer, or None (exact matching only)."""
+        return self._cacher.semantic
+
     def stats(self) -> dict[str, Any]:
-        return {**self._cacher.stats.snapshot(), "cache": self._cacher.cache.stats()}
+        out = {**self._cacher.stats.snapshot(), "cache": self._cacher.cache.stats()}
+        if self._cacher.semantic is not None:
+            out["semantic"] = self._cacher.semantic.stats()
+        return out
 
     def clear(self) -> None:
         """Drop every cached answer of this wrapper's namespace (O(1))."""
@@ -486,8 +669,12 @@ def patch_llm(
     namespace: str | None = None,
     ttl: float | str | None = None,
     model_id: str | None = None,
+    semantic: bool | SemanticCache = False,
+    tenant: Tenant = None,
 ) -> LLM:
     """Cache an existing LLM object in place; ``unpatch_llm`` undoes it.
+
+    ``semantic`` and ``tenant`` are :class:`CachedLLM`'s.
 
     Instance attributes shadow the eight call methods, so every holder of this object (query
     engines, agents built earlier) goes through the cache, and the class's own higher-level
@@ -495,7 +682,7 @@ def patch_llm(
     """
     if _PATCHED in vars(llm):
         return llm
-    cacher = _make_cacher(cache, namespace, ttl, model_id)
+    cacher = _make_cacher(cache, namespace, ttl, model_id, semantic, tenant)
     cls = type(llm)
     orig = {name: getattr(cls, name).__get__(llm) for name in _LLM_METHODS}
     # A token owned by this patch, not id(llm): ids are reused once an object is freed.
