@@ -71,12 +71,26 @@ class VectorTable:
     """Every text embedded once with LocalEmbedder; the cache under test reads from here so
     that each method sees identical vectors (and the run takes one embedding pass)."""
 
-    def __init__(self, texts: Sequence[str]) -> None:
+    def __init__(self, texts: Sequence[str], saved: Path | None = None) -> None:
         unique = sorted(set(texts))
         local = LocalEmbedder()
-        vectors = [local.embed(unique[i : i + 64]) for i in range(0, len(unique), 64)]
-        self.rows = dict(zip(unique, np.vstack(vectors), strict=True))
         self.identity = local.identity
+        self.rows: dict[str, np.ndarray] = {}
+        if saved is not None and saved.exists():
+            with np.load(saved, allow_pickle=False) as data:
+                if str(data["identity"]) == self.identity:
+                    self.rows = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
+        todo = [t for t in unique if t not in self.rows]
+        for i in range(0, len(todo), 64):
+            self.rows.update(zip(todo[i : i + 64], local.embed(todo[i : i + 64]), strict=True))
+        if saved is not None and todo:
+            keys = sorted(self.rows)
+            np.savez(
+                saved,
+                identity=np.array(self.identity),
+                texts=np.array(keys),
+                vectors=np.vstack([self.rows[k] for k in keys]),
+            )
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         return np.vstack([self.rows[t] for t in texts])
@@ -144,6 +158,50 @@ def fixed(
     return [(item, table.cos(item["a"], item["b"]) >= t) for item in pairs]
 
 
+def ablation(table: VectorTable, pairs: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """What each guard costs: the default's rule with one part changed, on ``pairs``.
+
+    Decided with the guard functions directly (a pair has one candidate, so this is the
+    lookup's decision); returns ``{variant: (should-hit served, wrong hits)}``."""
+    from dataclasses import replace
+
+    from stratacache.semantic._cache import DEFAULT_FLOOR
+    from stratacache.semantic._guards import hard_conflicts, lexically_equivalent, signature
+
+    def no_fronting(sig: Any) -> Any:
+        return replace(sig, breaks=frozenset())
+
+    variants: dict[str, Callable[[str, str, float], bool]] = {
+        "default": lambda a, b, c: (
+            c >= DEFAULT_FLOOR and lexically_equivalent(signature(a), signature(b))
+        ),
+        "no spelling slips": lambda a, b, c: (
+            c >= DEFAULT_FLOOR and lexically_equivalent(signature(a), signature(b), slips=0)
+        ),
+        "no fronted phrase": lambda a, b, c: (
+            c >= DEFAULT_FLOOR
+            and lexically_equivalent(no_fronting(signature(a)), no_fronting(signature(b)))
+        ),
+        "cosine floor 0.95": lambda a, b, c: (
+            c >= 0.95 and lexically_equivalent(signature(a), signature(b))
+        ),
+        "no cosine floor": lambda a, b, c: lexically_equivalent(signature(a), signature(b)),
+        "threshold=0.95 (hard guards only)": lambda a, b, c: (
+            (c >= DEFAULT_FLOOR and lexically_equivalent(signature(a), signature(b)))
+            or (c >= 0.95 and not hard_conflicts(signature(a), signature(b)))
+        ),
+    }
+    out = {}
+    for name, decide in variants.items():
+        served = wrong = 0
+        for item in pairs:
+            hit = decide(item["a"], item["b"], table.cos(item["a"], item["b"]))
+            served += hit and item["same_answer"]
+            wrong += hit and not item["same_answer"]
+        out[name] = (served, wrong)
+    return out
+
+
 def print_table(name: str, methods: dict[str, dict[str, dict[str, float]]]) -> None:
     cats = sorted({c for m in methods.values() for c in m if c != "overall"})
     width = max(len(m) for m in methods) + 2
@@ -162,7 +220,7 @@ def print_table(name: str, methods: dict[str, dict[str, dict[str, float]]]) -> N
     print("(per category: hits/pairs; should-hit categories are near_repeat and paraphrase)")
 
 
-def quality() -> dict[str, Any]:
+def quality(saved: Path | None = None) -> dict[str, Any]:
     import fow_cache.data as fow
 
     sets = load_pairs()
@@ -170,7 +228,7 @@ def quality() -> dict[str, Any]:
     texts = [t for ps in sets.values() for p in ps for t in (p["a"], p["b"])]
     texts += [c[-1]["content"] for conv in convs for c in (conv["a"], conv["b"])]
     start = time.perf_counter()
-    table = VectorTable(texts)
+    table = VectorTable(texts, saved)
     took = time.perf_counter() - start
     print(f"embedded {len(table.rows)} texts with LocalEmbedder in {took:.0f} s")
     results: dict[str, Any] = {}
@@ -184,6 +242,13 @@ def quality() -> dict[str, Any]:
         }
         print_table(name, methods)
         results[name] = methods
+    calibration = sets["fow calibration"]
+    should = sum(p["same_answer"] for p in calibration)
+    print(f"\n== what each guard costs (fow calibration half, {should} should-hit pairs) ==")
+    costs = ablation(table, calibration)
+    for name, (served, wrong) in costs.items():
+        print(f"{name:<36} served {served:>3}/{should}   wrong hits {wrong:>3}")
+    results["ablation"] = costs
     conv = run_conversations(table, convs)
     print(
         f"\n== fow multi-turn ({conv['pairs']} pairs, {conv['traps']} traps) ==\n"
@@ -258,10 +323,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--vectors", type=Path, help="keep LocalEmbedder's vectors in this .npz between runs"
+    )
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     if not args.speed_only:
-        results["quality"] = quality()
+        results["quality"] = quality(args.vectors)
     if args.speed or args.speed_only:
         results["speed"] = speed(args.entries)
     if args.json:
