@@ -3,12 +3,13 @@
 ::
 
     from langchain_core.globals import set_llm_cache
-    from stratacache.langchain import LLMCache
+    from stratacache.langchain import LLMCache, SemanticLLMCache
     set_llm_cache(LLMCache())          # memory + disk, no server
+    set_llm_cache(SemanticLLMCache())  # exact first, then semantic (offline LocalEmbedder)
 
 Importing this module requires langchain-core (``pip install 'stratacache[langchain]'``);
-``import stratacache`` alone never imports LangChain. ``SemanticLLMCache`` ships with the
-semantic cache (``stratacache.semantic``) and is not exported yet.
+``import stratacache`` alone never imports LangChain. ``SemanticLLMCache`` also needs the
+``semantic`` extra for its default embedder (any LangChain ``Embeddings`` works without it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from stratacache.integrations.langchain.cache import LLMCache
 from stratacache.integrations.langchain.embeddings import CachedEmbeddings
 from stratacache.integrations.langchain.ratelimit import RateLimiter
 from stratacache.integrations.langchain.retriever import CachedRetriever
+from stratacache.integrations.langchain.semantic import SemanticLLMCache
 from stratacache.integrations.langchain.store import ByteStore
 from stratacache.integrations.langchain.streaming import cache_streaming
 
@@ -27,5 +29,6 @@ __all__ = [
     "CachedRetriever",
     "LLMCache",
     "RateLimiter",
+    "SemanticLLMCache",
     "cache_streaming",
 ]
