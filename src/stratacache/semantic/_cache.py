@@ -758,6 +758,13 @@ class SemanticCache:
     def clear(self) -> None:
         """Drop every semantic entry (all processes: the namespace is cleared)."""
         self.cache.clear()
+        self._forget_all()
+
+    async def aclear(self) -> None:
+        await self.cache.aclear()
+        self._forget_all()
+
+    def _forget_all(self) -> None:
         with self._lock:
             self._parts.clear()
             self._next_slot = None

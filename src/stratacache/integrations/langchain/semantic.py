@@ -20,7 +20,6 @@ written to both layers; an uncacheable answer (empty, an error, not serializable
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -324,8 +323,7 @@ class SemanticLLMCache(LLMCache):
 
     async def aclear(self, **kwargs: Any) -> None:
         await self.cache.aclear()
-        # SemanticCache.clear also resets this process's in-memory indexes; it has no async twin.
-        await asyncio.to_thread(self.semantic.clear)
+        await self.semantic.aclear()
 
     # -- introspection --------------------------------------------------------------------------
 
