@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import hashlib
 import inspect
 import math
@@ -347,19 +348,33 @@ class SemanticCache:
         return part
 
     def _absorb(self, entries: Mapping[str, Any]) -> None:
-        """Put stored entries (by entry key) into the local partitions."""
+        """Put stored entries (by entry key) into the local partitions, one bulk upsert per
+        partition (a warm-up of many entries builds each graph in one call)."""
+        import numpy as np
+
+        batches: dict[tuple[str, int], list[tuple[str, _Entry]]] = {}
+        for key, data in entries.items():
+            entry = _unpack(data)
+            if entry is not None:
+                batches.setdefault((entry.partition, entry.vector.shape[0]), []).append(
+                    (key[2:], entry)
+                )
         with self._lock:
-            for key, data in entries.items():
-                entry = _unpack(data)
-                if entry is None:
-                    continue
-                eid = key[2:]
-                part = self._part(entry.partition, entry.vector.shape[0])
+            for (partition, dim), items in batches.items():
+                part = self._part(partition, dim)
                 try:
-                    part.index.upsert([eid], entry.vector.reshape(1, -1))
-                except ValueError:
-                    continue
-                part.prompts[eid] = entry.prompt
+                    part.index.upsert(
+                        [eid for eid, _ in items], np.vstack([e.vector for _, e in items])
+                    )
+                except ValueError:  # one unindexable (zero) vector: index the others alone
+                    kept = []
+                    for eid, entry in items:
+                        with contextlib.suppress(ValueError):
+                            part.index.upsert([eid], entry.vector.reshape(1, -1))
+                            kept.append((eid, entry))
+                    items = kept
+                for eid, entry in items:
+                    part.prompts[eid] = entry.prompt
 
     def _sync_plan(self, force: bool = False) -> Plan:
         """Read journal slots written since the last sync (by any process) and index them.
@@ -499,10 +514,10 @@ class SemanticCache:
         if part is None or not len(part.index):
             return self._finish(recent_key, Decision(False, "empty"), None)
         vector = yield from self._embed_plan(prompt)
-        with self._lock:
-            if vector.shape[0] != part.index.dim:
-                return self._finish(recent_key, Decision(False, "dimension"), None)
-            found = part.index.search(vector, self.k)
+        if vector.shape[0] != part.index.dim:
+            return self._finish(recent_key, Decision(False, "dimension"), None)
+        # The index has its own reader-writer lock: lookups search in parallel.
+        found = part.index.search(vector, self.k)
         if found:
             self._similarity.append(found[0][1])
         query = signature(prompt)
