@@ -178,7 +178,11 @@ def test_entries_are_shared_through_the_tiers(
     second.close()
 
 
-def test_shared_through_redis(embedder: CallableEmbedder, redis_url: str) -> None:
+@pytest.mark.parametrize("server", ["redis_url", "cluster_url"])
+def test_shared_through_redis(
+    embedder: CallableEmbedder, server: str, request: pytest.FixtureRequest
+) -> None:
+    redis_url = request.getfixturevalue(server)
     one = sc.TieredCache([MemoryTier(), RedisTier(redis_url)], namespace="semtest")
     # generation_refresh=0: see another process's clear() at once, not within the second
     two = sc.TieredCache(
