@@ -62,15 +62,19 @@ def _run_threads(server: OpenAICompatServer, limiter: RateLimiter | None, thread
     return statuses
 
 
-def test_limits_matching_the_server_give_zero_429s() -> None:
+def test_limits_just_under_the_server_give_zero_429s() -> None:
+    # 5% under the provider's limits, as docs/ratelimit.md advises: a limit that matches the
+    # provider's exactly has no room for the jitter between our grant and the provider's
+    # clock (on busy cores 3 of 80 requests arrived bunched and were refused).
     with OpenAICompatServer(rpm=1200, tpm=60_000) as server:
-        limiter = RateLimiter(rpm=1200, tpm=60_000)
+        limiter = RateLimiter(rpm=1140, tpm=57_000)
+        per_second = 1140 / 60
         started = time.monotonic()
         statuses = _run_threads(server, limiter, threads=8, each=10)
         elapsed = time.monotonic() - started
         assert statuses.count(200) == 80
         assert server.stats.rate_limited == 0
-        assert elapsed >= (80 - 20) / 20 - 0.05
+        assert elapsed >= (80 - per_second) / per_second - 0.05
 
 
 def test_token_bound_workload_gives_zero_429s() -> None:
