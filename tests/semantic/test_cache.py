@@ -377,3 +377,13 @@ def test_a_corrupt_saved_index_falls_back_to_the_journal(
     assert b.lookup("how can i reset my password", SCOPE) == "reset"
     assert b.stats()["index_load"] == 1
     second.close()
+
+
+def test_another_embedder_never_sees_these_entries(
+    sem: SemanticCache, cache: sc.TieredCache, counting: CountingLocal
+) -> None:
+    other = SemanticCache(
+        CallableEmbedder(counting, identity="another-model-same-dimension"), cache, sync_interval=0
+    )
+    assert other.lookup("How do I reset my password?", SCOPE) is None
+    assert sem.lookup("How do I reset my password?", SCOPE) is not None

@@ -306,11 +306,11 @@ class SemanticCache:
 
     # -- keys --------------------------------------------------------------------------------
 
-    @staticmethod
-    def partition(scope: Any) -> str:
+    def partition(self, scope: Any) -> str:
         """The partition of ``scope`` (any JSON-compatible value, a pydantic model or a
-        dataclass): equal only for scopes that must share answers."""
-        return _digest(canonical_json(scope))
+        dataclass): equal only for scopes that must share answers. The embedder is part of
+        it: vectors of two models are not comparable, even when their dimensions agree."""
+        return _digest(self._embedder_id + "\x00" + canonical_json(scope))
 
     @staticmethod
     def _entry_id(partition: str, prompt: str) -> str:
