@@ -191,7 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1_000_000], help="index sizes")
     parser.add_argument("--quick", action="store_true", help="20k only (< 1 minute)")
-    parser.add_argument("--M", type=int, default=16, dest="m")
+    parser.add_argument("--M", type=int, default=32, dest="m")
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--ef", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--queries", type=int, default=1000)
