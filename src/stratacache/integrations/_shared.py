@@ -10,12 +10,29 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from stratacache.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from stratacache.tiered import TieredCache
 
-__all__ = ["AdapterStats", "default_cache", "kind_namespace"]
+__all__ = ["AdapterStats", "Tenant", "check_tenant", "default_cache", "kind_namespace"]
+
+#: ``tenant=`` of the semantic adapters: who may share semantic answers. A value, or a
+#: zero-argument callable asked on every call (e.g. reading a contextvar); None is one tenant.
+Tenant = str | Callable[[], Any] | None
+
+
+def check_tenant(tenant: Any) -> Tenant:
+    """``tenant`` itself when it is a valid ``tenant=`` argument; ConfigurationError if not."""
+    if tenant is not None and not isinstance(tenant, str) and not callable(tenant):
+        raise ConfigurationError(
+            "tenant must be None, a str, or a zero-argument callable returning a str"
+        )
+    return tenant  # type: ignore[no-any-return]
+
 
 logger = logging.getLogger("stratacache")
 

@@ -20,7 +20,7 @@ written to both layers; an uncacheable answer (empty, an error, not serializable
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from langchain_core.caches import RETURN_VAL_TYPE
@@ -28,8 +28,13 @@ from langchain_core.outputs import Generation
 
 from stratacache._config import parse_duration
 from stratacache._stats import GLOBAL_SAVINGS
-from stratacache.errors import ConfigurationError
-from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
+from stratacache.integrations._shared import (
+    AdapterStats,
+    Tenant,
+    check_tenant,
+    default_cache,
+    kind_namespace,
+)
 from stratacache.integrations.langchain._keys import (
     _normalize_llm_string,
     _normalize_prompt,
@@ -53,8 +58,6 @@ _USER_TYPES: Final = frozenset({"human", "HumanMessageChunk"})
 #: Keys a plain text content block may carry.
 _TEXT_BLOCK_KEYS: Final = frozenset({"type", "text", "id"})
 _SCOPE_VERSION: Final = 1
-
-Tenant = str | Callable[[], str | None] | None
 
 
 class _Skip(Exception):
@@ -138,10 +141,7 @@ class SemanticLLMCache(LLMCache):
         # Imported here: `import stratacache.langchain` must not need the semantic extra (numpy).
         from stratacache.semantic import SemanticCache
 
-        if tenant is not None and not isinstance(tenant, str) and not callable(tenant):
-            raise ConfigurationError(
-                "tenant must be None, a str, or a zero-argument callable returning a str"
-            )
+        check_tenant(tenant)
         base = cache if cache is not None else default_cache()
         super().__init__(base, namespace=namespace, ttl=ttl)
         self._stats = AdapterStats("SemanticLLMCache")

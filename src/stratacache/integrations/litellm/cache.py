@@ -36,11 +36,10 @@ from litellm.caching.caching import Cache, CacheMode
 from litellm.types.utils import EmbeddingResponse
 from pydantic import BaseModel
 
-from stratacache.integrations._shared import AdapterStats
+from stratacache.integrations._shared import AdapterStats, Tenant
 from stratacache.integrations.litellm._keys import UNCACHEABLE, request_key
 from stratacache.integrations.litellm.backend import CacheBackend, Uncacheable, check_response
 from stratacache.integrations.litellm.semantic import (
-    Tenant,
     last_user_text,
     request_tenant,
     scope_messages,

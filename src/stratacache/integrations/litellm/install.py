@@ -19,10 +19,10 @@ from typing import Any
 import litellm
 
 from stratacache.errors import ConfigurationError
+from stratacache.integrations._shared import Tenant, check_tenant
 from stratacache.integrations.litellm._compat import apply_hit_patch, revert_hit_patch
 from stratacache.integrations.litellm.cache import LiteLLMCache
 from stratacache.integrations.litellm.callbacks import RateLimitCallback, StatsCallback
-from stratacache.integrations.litellm.semantic import Tenant
 from stratacache.ratelimit import RateLimiter
 from stratacache.semantic import SemanticCache, Verifier
 from stratacache.tiered import TieredCache
@@ -173,8 +173,7 @@ def _semantic(
     tenant: Tenant,
 ) -> SemanticCache | None:
     """The semantic layer ``install`` was asked for; ConfigurationError for bad arguments."""
-    if tenant is not None and not (isinstance(tenant, str) or callable(tenant)):
-        raise ConfigurationError("tenant must be a str or a zero-argument callable")
+    check_tenant(tenant)
     if isinstance(semantic, SemanticCache):
         return semantic
     if semantic is False or semantic is None:

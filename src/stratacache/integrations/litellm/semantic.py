@@ -21,13 +21,13 @@ when it asks for several choices (``n > 1``), or when it is not a chat completio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["TENANT_FIELDS", "Tenant", "last_user_text", "request_tenant", "skip_reason"]
+from stratacache.integrations._shared import Tenant
 
-#: ``tenant=`` of ``install()``: a value, or a zero-argument callable evaluated per call.
-Tenant = str | Callable[[], Any] | None
+__all__ = ["TENANT_FIELDS", "last_user_text", "request_tenant", "skip_reason"]
+
 
 #: Proxy metadata fields naming who sent the request (litellm's own semantic scope uses the
 #: key, team and org ids, plus the end user for ``semantic_cache_scope="end_user"``; here all of

@@ -18,12 +18,13 @@ from typing import Any
 from llama_index.core import Settings
 
 from stratacache.errors import ConfigurationError
+from stratacache.integrations._shared import Tenant
 from stratacache.integrations.llamaindex.embedding import (
     CachedEmbedding,
     patch_embedding,
     unpatch_embedding,
 )
-from stratacache.integrations.llamaindex.llm import CachedLLM, Tenant, patch_llm, unpatch_llm
+from stratacache.integrations.llamaindex.llm import CachedLLM, patch_llm, unpatch_llm
 from stratacache.semantic import SemanticCache
 from stratacache.tiered import TieredCache
 

@@ -50,7 +50,13 @@ from llama_index.core.llms.llm import LLM, ToolSelection
 from stratacache._config import parse_duration
 from stratacache._stats import GLOBAL_SAVINGS
 from stratacache.errors import ConfigurationError
-from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
+from stratacache.integrations._shared import (
+    AdapterStats,
+    Tenant,
+    check_tenant,
+    default_cache,
+    kind_namespace,
+)
 from stratacache.integrations.llamaindex._keys import (
     Uncacheable,
     clean_kwargs,
@@ -70,9 +76,6 @@ __all__ = ["CachedFunctionCallingLLM", "CachedLLM", "LLMCacher", "patch_llm", "u
 
 R = TypeVar("R", ChatResponse, CompletionResponse)
 _FORMAT = 1
-
-#: ``tenant=``: a value, or a zero-argument callable evaluated on every call.
-Tenant = str | Callable[[], Any] | None
 
 
 def _text_of(resp: Any) -> str:
@@ -428,8 +431,7 @@ def _semantic_layer(
     ttl: float | str | None,
     tenant: Tenant,
 ) -> SemanticCache | None:
-    if tenant is not None and not (isinstance(tenant, str) or callable(tenant)):
-        raise ConfigurationError("tenant must be a str or a zero-argument callable")
+    check_tenant(tenant)
     if isinstance(semantic, SemanticCache):
         return semantic
     if semantic is None or semantic is False:
