@@ -38,7 +38,6 @@ import numpy as np
 import numpy.typing as npt
 
 from stratacache.errors import ConfigurationError, missing_extra
-from stratacache.keys import HEADER_FIELDS, answer_headers, digest
 
 __all__ = [
     "CallableEmbedder",
@@ -300,24 +299,13 @@ class LiteLLMEmbedder(Embedder):
         if "input" in kwargs:
             raise ConfigurationError("input is given per call, not to LiteLLMEmbedder")
         try:
-            import litellm
-
-            from stratacache.integrations.litellm._keys import is_transport
+            from stratacache.integrations.litellm._keys import request_key
         except ImportError as exc:
             raise missing_extra("litellm", "litellm") from exc
-        params: dict[str, Any] = {}
-        for name, value in kwargs.items():
-            if value is None or is_transport(name):
-                continue
-            if name in HEADER_FIELDS:
-                value = answer_headers(value)
-                if not value:  # only credentials: the same model as no headers at all
-                    continue
-            params[name] = value
-        if "api_base" not in params and "base_url" not in params and litellm.api_base:
-            params["api_base"] = litellm.api_base
         try:
-            settings = digest(params)[:32]
+            # The litellm integration's own request key: the same deny-list of credentials and
+            # transport settings, headers and process-wide api_base rules as its cache keys.
+            settings = request_key({"model": model, **kwargs}, model)[-32:]
         except TypeError as exc:  # SerializationError: a value with no canonical form
             raise ConfigurationError(
                 f"LiteLLMEmbedder keyword arguments must be JSON-like to form its identity: {exc}"
