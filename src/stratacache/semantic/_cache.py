@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from stratacache.errors import ConfigurationError, StrataCacheError
+from stratacache.errors import ConfigurationError
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
 from stratacache.keys import canonical_json
 from stratacache.semantic._guards import hard_conflicts, lexically_equivalent, signature
@@ -646,8 +646,6 @@ class SemanticCache:
                             raise ConfigurationError(
                                 "an async verifier needs the async API (alookup)"
                             )
-                except StopIteration:
-                    raise
                 except Exception as exc:
                     step = plan.throw(exc)
                     continue
@@ -679,11 +677,9 @@ class SemanticCache:
     def _guarded(self, what: str, run: Callable[[], Any]) -> Any:
         try:
             return run()
-        except StrataCacheError as exc:
-            if isinstance(exc, ConfigurationError):
-                raise
-            self._stats.problem(f"{what}_error", "%s failed: %s", what, exc)
-        except Exception as exc:  # an embedder, verifier or decoding failure is a miss
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # an embedder, verifier, tier or decoding failure is a miss
             self._stats.problem(f"{what}_error", "%s failed: %r", what, exc)
         return None
 
