@@ -7,45 +7,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 import stratacache as sc
 from stratacache.errors import ConfigurationError
-from stratacache.semantic import LocalEmbedder, SemanticCache
+from stratacache.semantic import SemanticCache
 from stratacache.semantic import _cache as semantic_cache
 from stratacache.semantic._cache import _Calibration
 from stratacache.semantic._embedders import CallableEmbedder
 from stratacache.tiers import DiskTier, MemoryTier, RedisTier
 from tests.redis_procs import RedisProcess
+from tests.semantic.conftest import CountingLocal
 
 SCOPE = {"model": "gpt-x", "temperature": 0, "tenant": "acme"}
 
 
-class CountingLocal:
-    """LocalEmbedder behind a counter (and a memo: the tests embed the same texts often)."""
-
-    def __init__(self) -> None:
-        self.local = LocalEmbedder()
-        self.calls = 0
-        self.memo: dict[str, np.ndarray] = {}
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        self.calls += 1
-        missing = [t for t in texts if t not in self.memo]
-        if missing:
-            for text, row in zip(missing, self.local.embed(missing), strict=True):
-                self.memo[text] = row
-        return np.vstack([self.memo[t] for t in texts])
-
-
-_SHARED = CountingLocal()
-
-
 @pytest.fixture
-def counting() -> CountingLocal:
-    _SHARED.calls = 0
-    return _SHARED
+def counting(memo_local: CountingLocal) -> CountingLocal:
+    memo_local.calls = 0
+    return memo_local
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import fow_cache.data as fow  # type: ignore[import-untyped]
-import numpy as np
 import pytest
 
 import stratacache as sc
-from stratacache.semantic import LocalEmbedder, SemanticCache
+from stratacache.semantic import SemanticCache
 from stratacache.semantic._embedders import CallableEmbedder
 from stratacache.tiers import MemoryTier
+from tests.semantic.conftest import CountingLocal
 
 UNSEEN = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "unseen_pairs.jsonl"
 
@@ -38,17 +38,8 @@ def _sample(items: list[dict[str, Any]], key: str, per: int) -> list[dict[str, A
 
 
 @pytest.fixture(scope="module")
-def embedder() -> CallableEmbedder:
-    local = LocalEmbedder()
-    memo: dict[str, np.ndarray] = {}
-
-    def embed(texts: list[str]) -> np.ndarray:
-        missing = [t for t in texts if t not in memo]
-        if missing:
-            memo.update(zip(missing, local.embed(missing), strict=True))
-        return np.vstack([memo[t] for t in texts])
-
-    return CallableEmbedder(embed, identity=local.identity)
+def embedder(memo_local: CountingLocal) -> CallableEmbedder:
+    return CallableEmbedder(memo_local, identity=memo_local.local.identity)
 
 
 def _run(embedder: CallableEmbedder, pairs: list[dict[str, Any]]) -> tuple[int, int, int]:
