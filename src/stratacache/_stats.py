@@ -29,6 +29,7 @@ class TierStats:
         self.errors = 0
         self.corrupt = 0
         self.skipped = 0
+        self.busy = 0
         self.writes = 0
         self.bytes_read = 0
         self.bytes_written = 0
@@ -47,6 +48,7 @@ class TierStats:
             "errors": self.errors,
             "corrupt": self.corrupt,
             "skipped": self.skipped,
+            "busy": self.busy,
             "writes": self.writes,
             "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written,

@@ -30,7 +30,15 @@ from stratacache._stats import TierStats
 from stratacache.codec import DEFAULT_COMPRESS_THRESHOLD, DecodeError, decode, encode
 from stratacache.errors import CacheClosedError, ConfigurationError, SerializationError, TierError
 from stratacache.keys import check_namespace
-from stratacache.tiers.base import DATA_PREFIX, META_PREFIX, MISS, LeaseSupport, SetEntry, Tier
+from stratacache.tiers.base import (
+    DATA_PREFIX,
+    META_PREFIX,
+    MISS,
+    LeaseSupport,
+    SetEntry,
+    Tier,
+    TierBusy,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -569,6 +577,12 @@ class TieredCache:
 
     def _fail(self, call: _Call, exc: Exception) -> _Failed:
         health = self._health[call.tier]
+        if isinstance(exc, TierBusy):
+            # Saturated, not sick: a miss for this call, never a step towards opening the
+            # breaker (see TierBusy).
+            health.stats.busy += 1
+            logger.debug("stratacache: tier %s busy: %s", self.tiers[call.tier].name, exc)
+            return _FAILED
         health.stats.errors += 1
         # A key the backend cannot encode is that call's problem, not the tier's health: it
         # must not open the breaker and turn every valid key into a miss.
@@ -848,7 +862,9 @@ class TieredCache:
 
     def stats(self) -> dict[str, Any]:
         """Request totals and, per tier: hits, misses, errors, corrupt entries, calls skipped
-        by the breaker, bytes, and p50/p99 read/write latency in microseconds."""
+        by the breaker, calls that found the tier busy (a miss that is not an error), bytes,
+        p50/p99 read/write latency in microseconds, and the tier's own contention counters
+        (:meth:`Tier.load_stats`)."""
         tiers = []
         for tier, health in zip(self.tiers, self._health, strict=True):
             try:
@@ -862,6 +878,7 @@ class TieredCache:
                     "breaker": "open" if health.breaker.is_open else "closed",
                     "size_bytes": size,
                     **health.stats.summary(),
+                    **tier.load_stats(),
                 }
             )
         return {"namespace": self.namespace, **self._requests, "tiers": tiers}

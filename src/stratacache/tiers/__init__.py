@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stratacache.tiers.base import META_PREFIX, MISS, LeaseSupport, Miss, SetEntry, Tier
+from stratacache.tiers.base import META_PREFIX, MISS, LeaseSupport, Miss, SetEntry, Tier, TierBusy
 from stratacache.tiers.memory import MemoryTier
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ __all__ = [
     "RedisTier",
     "SetEntry",
     "Tier",
+    "TierBusy",
 ]
 
 

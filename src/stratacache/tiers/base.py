@@ -19,7 +19,16 @@ from typing import Final, Literal
 
 from stratacache._config import parse_duration
 
-__all__ = ["DATA_PREFIX", "META_PREFIX", "MISS", "LeaseSupport", "Miss", "SetEntry", "Tier"]
+__all__ = [
+    "DATA_PREFIX",
+    "META_PREFIX",
+    "MISS",
+    "LeaseSupport",
+    "Miss",
+    "SetEntry",
+    "Tier",
+    "TierBusy",
+]
 
 
 class Miss(enum.Enum):
@@ -45,6 +54,17 @@ META_PREFIX: Final = "scmeta:"
 #: keyspace with other applications (Redis) clear and sweep by this exact prefix, delimiter
 #: included, so a foreign ``scores:…`` is never matched.
 DATA_PREFIX: Final = "sc:"
+
+
+class TierBusy(Exception):
+    """Raised by a healthy tier whose capacity (connections, in-flight batches) stayed taken
+    for longer than its timeout.
+
+    The cache serves that call as a miss, counts it as ``busy`` and does **not** feed the
+    circuit breaker: a burst of traffic is not an outage, and treating it as one switched the
+    shared tier off exactly when the load made it most useful.
+    """
+
 
 #: ``(key, data, ttl_seconds_or_None)`` as written by :meth:`Tier.set_many`.
 SetEntry = tuple[str, bytes, float | None]
@@ -121,6 +141,11 @@ class Tier(ABC):
     def size_bytes(self) -> int | None:
         """Bytes currently stored, when the tier can tell cheaply."""
         return None
+
+    def load_stats(self) -> dict[str, int]:
+        """Counters about contention that belong to the tier rather than to one cache (a
+        tier can be shared by several caches): e.g. calls that waited for capacity."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook, most local tiers hold nothing
         """Release connections and files."""
