@@ -65,6 +65,7 @@ class RedisProcess:
         self.binary = require_redis_binary()
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._pick_port = port is None
         self.port = port or free_port(cluster_bus="--cluster-enabled" in extra)
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
@@ -74,6 +75,18 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisProcess:
+        for _ in range(5):
+            try:
+                return self._start()
+            except RuntimeError as exc:
+                # Another process took the free port between our check and the bind (tests
+                # and benchmarks run side by side): pick another one, unless pinned.
+                if not self._pick_port or "Address already in use" not in str(exc):
+                    raise
+                self.port = free_port(cluster_bus="--cluster-enabled" in self.extra)
+        return self._start()
+
+    def _start(self) -> RedisProcess:
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(self.directory),

@@ -165,11 +165,14 @@ def _redis(url: str) -> Tier:
     from stratacache.tiers.redis import RedisTier
 
     parts = split_url(url)
-    allowed = {"ttl", "name", "timeout", "connect_timeout", "max_connections"}
+    allowed = {"ttl", "name", "timeout", "connect_timeout", "max_connections", "pipeline"}
     opts = _options(parts.query, allowed, url)
     max_conn = opts.get("max_connections", "64")
     if not max_conn.isdigit():
         raise ConfigurationError(f"max_connections must be a whole number in {redact_url(url)!r}")
+    pipeline = opts.get("pipeline", "1").lower()
+    if pipeline not in _BOOLS:
+        raise ConfigurationError(f"pipeline must be 1 or 0 in {redact_url(url)!r}")
     return RedisTier(
         parts._replace(query="").geturl(),
         ttl=parse_duration(opts.get("ttl")),
@@ -177,9 +180,13 @@ def _redis(url: str) -> Tier:
         connect_timeout=parse_duration(opts.get("connect_timeout", "0.5"), "connect_timeout")
         or 0.5,
         max_connections=int(max_conn),
+        pipeline=_BOOLS[pipeline],
         name=opts.get("name"),
     )
 
+
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False}
+_BOOLS.update({"no": False, "off": False})
 
 _FACTORIES: dict[str, Callable[[str], Tier]] = {
     "memory": _memory,

@@ -10,29 +10,26 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlunsplit
 
 from stratacache._config import redact_url, split_url
 from stratacache.errors import CacheClosedError, ConfigurationError, missing_extra
+from stratacache.tiers import _pipeline as pl
 from stratacache.tiers._loops import LoopClients
 from stratacache.tiers.base import (
     DATA_PREFIX,
     META_PREFIX,
-    MISS,
     LeaseSupport,
     Miss,
     SetEntry,
     Tier,
+    TierBusy,
 )
 
 __all__ = ["RedisTier"]
 
-_RELEASE_LUA = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 _SCHEMES = {"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"}
 _DB_PATH = re.compile(r"^/?\d*$")
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
@@ -81,6 +78,7 @@ class RedisTier(Tier, LeaseSupport):
         timeout: float = 0.5,
         connect_timeout: float = 0.5,
         max_connections: int = 64,
+        pipeline: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(ttl=ttl, name=name)
@@ -112,10 +110,17 @@ class RedisTier(Tier, LeaseSupport):
                 self._options["password"] = parts.password
             if parts.username:
                 self._options["username"] = parts.username
+        self.timeout = timeout
+        self.pipeline = pipeline
         self._lock = threading.Lock()
         self._client: Any = None
+        self._lane: pl.SyncLane | None = None
+        self._keyslot: Callable[[str], int] | None = None
+        self._lane_stats = pl.LaneStats()
         self._closed = False
-        self._aclients: LoopClients[Any] = LoopClients(self._new_async_client, _aclose_client)
+        self._aclients: LoopClients[_AsyncClient] = LoopClients(
+            self._new_async_client, _aclose_client
+        )
         try:
             import redis  # noqa: F401
         except ImportError as exc:
@@ -156,53 +161,114 @@ class RedisTier(Tier, LeaseSupport):
                 else:
                     import redis
 
-                    self._client = redis.Redis.from_url(
-                        self._url, retry=self._retry(False), **self._options
+                    self._client = _blocking_client(
+                        redis.Redis,
+                        redis.BlockingConnectionPool,
+                        self._url,
+                        self._pool_options() | {"retry": self._retry(False)},
                     )
+                client = self._client
+                keyslot = client.keyslot if self.cluster else None
+                max_connections = self._options["max_connections"]
+                slots = max(1, min(8, max_connections // 2)) if self.pipeline else max_connections
+                self._lane = pl.SyncLane(
+                    lambda op: _send_one(client, op, keyslot),
+                    lambda ops: _send_many(client, ops, keyslot),
+                    # Each slot holds one connection; with coalescing the rest of the pool
+                    # stays free for scans, and more slots would only shrink the batches.
+                    slots=slots,
+                    wait=self.timeout,
+                    stats=self._lane_stats,
+                    coalesce=self.pipeline,
+                )
             return self._client
+
+    def _pool_options(self) -> dict[str, Any]:
+        # A blocking pool: a caller that finds every connection taken waits (up to the
+        # timeout) instead of failing with MaxConnectionsError, which fed the breaker.
+        return {**self._options, "timeout": self.timeout}
+
+    def _call(self, kind: str, *args: Any) -> Any:
+        lane = self._lane
+        if lane is None:
+            self._sync()
+            lane = self._lane
+            assert lane is not None
+        return lane.submit(pl.Op(kind, args))
+
+    async def _acall(self, kind: str, *args: Any) -> Any:
+        if self._closed:
+            raise CacheClosedError(f"{self.name} tier was closed; open a new one")
+        conn = self._aclients.get()
+        op = pl.Op(kind, args)
+        if self.pipeline:
+            return await conn.lane.submit(op)
+        # Without coalescing: one round trip per call, at most max_connections in flight
+        # (redis-py's async cluster client fails past that instead of waiting).
+        slots = conn.slots
+        if slots.locked():
+            import asyncio
+
+            self._lane_stats.waits += 1
+            try:
+                await asyncio.wait_for(slots.acquire(), self.timeout)
+            except TimeoutError:
+                raise TierBusy(f"no Redis connection came free within {self.timeout:g} s") from None
+        else:
+            await slots.acquire()
+        try:
+            return await conn.send_one(op)
+        finally:
+            slots.release()
 
     def _async(self) -> Any:
         if self._closed:
             raise CacheClosedError(f"{self.name} tier was closed; open a new one")
-        return self._aclients.get()
+        return self._aclients.get().client
 
-    def _new_async_client(self) -> Any:
+    def _new_async_client(self) -> _AsyncClient:
         if self.cluster:
             from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-            return RedisCluster(
+            client = RedisCluster(
                 startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
                 retry=self._retry(True),
                 **self._options,
             )
-        import redis.asyncio
+        else:
+            import redis.asyncio
 
-        return redis.asyncio.Redis.from_url(self._url, retry=self._retry(True), **self._options)
+            client = _blocking_client(
+                redis.asyncio.Redis,
+                redis.asyncio.BlockingConnectionPool,
+                self._url,
+                self._pool_options() | {"retry": self._retry(True)},
+            )
+        return _AsyncClient(
+            client, self.cluster, self._lane_stats, self._options["max_connections"]
+        )
+
+    def load_stats(self) -> dict[str, int]:
+        return self._lane_stats.summary()
 
     # -- sync ------------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | Miss:
-        data = self._sync().get(key)
-        return MISS if data is None else bytes(data)
+        return self._call(pl.GET, key)  # type: ignore[no-any-return]
 
     def set(self, key: str, data: bytes, ttl: float | None) -> None:
-        self._sync().set(key, data, px=_px(ttl))
+        self._call(pl.SET, key, data, _px(ttl))
 
     def delete(self, key: str) -> None:
-        self._sync().unlink(key)
+        self._call(pl.UNLINK, (key,))
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
-        if not keys:
-            return {}
-        client = self._sync()
-        values = client.mget_nonatomic(keys) if self.cluster else client.mget(keys)
-        return {k: bytes(v) for k, v in zip(keys, values, strict=True) if v is not None}
+        return self._call(pl.MGET, list(keys)) if keys else {}
 
     def set_many(self, entries: Iterable[SetEntry]) -> None:
-        pipe = self._sync().pipeline(transaction=False)
-        for key, data, ttl in entries:
-            pipe.set(key, data, px=_px(ttl))
-        pipe.execute()
+        batch = [(key, data, _px(ttl)) for key, data, ttl in entries]
+        if batch:
+            self._call(pl.MSET, batch)
 
     def clear(self) -> None:
         """Unlink every key stratacache wrote (``sc:…``, ``scmeta:…``), matched by the exact
@@ -211,7 +277,7 @@ class RedisTier(Tier, LeaseSupport):
         self.delete_many([*self.scan(DATA_PREFIX), *self.scan(META_PREFIX)])
 
     def add(self, key: str, data: bytes, ttl: float | None = None) -> bool:
-        return bool(self._sync().set(key, data, nx=True, px=_px(ttl)))
+        return self._call(pl.SETNX, key, data, _px(ttl))  # type: ignore[no-any-return]
 
     def scan(self, prefix: str) -> list[str]:
         match = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
@@ -229,44 +295,41 @@ class RedisTier(Tier, LeaseSupport):
         their loop."""
         with self._lock:
             self._closed = True
+            self._lane = None
             if self._client is not None:
                 self._client.close()
                 self._client = None
         self._aclients.forget_closed()
 
     def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
-        return bool(self._sync().set(key, token, nx=True, px=_px(ttl)))
+        return self._call(pl.SETNX, key, token, _px(ttl))  # type: ignore[no-any-return]
 
     def release_lease(self, key: str, token: str) -> None:
-        self._sync().eval(_RELEASE_LUA, 1, key, token)
+        self._call(pl.RELEASE, key, token)
 
     # -- async -----------------------------------------------------------------------------
 
     async def aget(self, key: str) -> bytes | Miss:
-        data = await self._async().get(key)
-        return MISS if data is None else bytes(data)
+        if self.pipeline and not self._closed:  # the hot path, one coroutine shorter
+            return await self._aclients.get().lane.submit(pl.Op(pl.GET, (key,)))  # type: ignore[no-any-return]
+        return await self._acall(pl.GET, key)  # type: ignore[no-any-return]
 
     async def aset(self, key: str, data: bytes, ttl: float | None) -> None:
-        await self._async().set(key, data, px=_px(ttl))
+        await self._acall(pl.SET, key, data, _px(ttl))
 
     async def adelete(self, key: str) -> None:
-        await self._async().unlink(key)
+        await self._acall(pl.UNLINK, (key,))
 
     async def aget_many(self, keys: Sequence[str]) -> dict[str, bytes]:
-        if not keys:
-            return {}
-        client = self._async()
-        values = await (client.mget_nonatomic(keys) if self.cluster else client.mget(keys))
-        return {k: bytes(v) for k, v in zip(keys, values, strict=True) if v is not None}
+        return await self._acall(pl.MGET, list(keys)) if keys else {}
 
     async def aset_many(self, entries: Iterable[SetEntry]) -> None:
-        pipe = self._async().pipeline(transaction=False)
-        for key, data, ttl in entries:
-            pipe.set(key, data, px=_px(ttl))
-        await pipe.execute()
+        batch = [(key, data, _px(ttl)) for key, data, ttl in entries]
+        if batch:
+            await self._acall(pl.MSET, batch)
 
     async def aadd(self, key: str, data: bytes, ttl: float | None = None) -> bool:
-        return bool(await self._async().set(key, data, nx=True, px=_px(ttl)))
+        return await self._acall(pl.SETNX, key, data, _px(ttl))  # type: ignore[no-any-return]
 
     async def ascan(self, prefix: str) -> list[str]:
         match = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
@@ -282,18 +345,95 @@ class RedisTier(Tier, LeaseSupport):
         self.close()
 
     async def aacquire_lease(self, key: str, token: str, ttl: float) -> bool:
-        return bool(await self._async().set(key, token, nx=True, px=_px(ttl)))
+        return await self._acall(pl.SETNX, key, token, _px(ttl))  # type: ignore[no-any-return]
 
     async def arelease_lease(self, key: str, token: str) -> None:
-        await self._async().eval(_RELEASE_LUA, 1, key, token)
+        await self._acall(pl.RELEASE, key, token)
 
 
 def _text(key: str | bytes) -> str:
     return key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
 
 
-async def _aclose_client(client: Any) -> None:
-    await client.aclose()
+class _AsyncClient:
+    """One event loop's redis-py client and the lane that coalesces its calls."""
+
+    __slots__ = ("client", "lane", "send_one", "slots")
+
+    def __init__(
+        self, client: Any, cluster: bool, stats: pl.LaneStats, max_connections: int
+    ) -> None:
+        import asyncio
+
+        self.client = client
+        self.slots = asyncio.Semaphore(max_connections)
+        keyslot = client.keyslot if cluster else None
+        self.send_one: Callable[[pl.Op], Awaitable[Any]] = lambda op: _asend_one(
+            client, op, keyslot
+        )
+        self.lane = pl.AsyncLane(
+            self.send_one, lambda ops: _asend_many(client, ops, keyslot), stats
+        )
+
+
+def _pipe(client: Any, keyslot: Any) -> Any:
+    return client.pipeline() if keyslot else client.pipeline(transaction=False)
+
+
+def _send_one(client: Any, op: pl.Op, keyslot: Any) -> Any:
+    if op.kind == pl.MSET:  # already a batch of its own
+        _send_many(client, [op], keyslot)
+        return op.outcome()
+    return pl.finish_direct(op, pl.direct_call(client, op, keyslot is not None))
+
+
+async def _asend_one(client: Any, op: pl.Op, keyslot: Any) -> Any:
+    if op.kind == pl.MSET:
+        await _asend_many(client, [op], keyslot)
+        return op.outcome()
+    return pl.finish_direct(op, await pl.direct_call(client, op, keyslot is not None))
+
+
+def _send_many(client: Any, ops: list[pl.Op], keyslot: Any) -> None:
+    try:
+        pipe = _pipe(client, keyslot)
+        finish = pl.fill(pipe, ops, keyslot)
+    except Exception as exc:  # e.g. a key the cluster cannot hash: fail the batch, not the lane
+        for op in ops:
+            op.error = exc
+        return
+    try:
+        replies = pipe.execute(raise_on_error=False)
+    except Exception as exc:
+        finish(exc)
+    else:
+        finish(replies)
+
+
+async def _asend_many(client: Any, ops: list[pl.Op], keyslot: Any) -> None:
+    try:
+        pipe = _pipe(client, keyslot)
+        finish = pl.fill(pipe, ops, keyslot)
+    except Exception as exc:
+        for op in ops:
+            op.error = exc
+        return
+    try:
+        replies = await pipe.execute(raise_on_error=False)
+    except Exception as exc:
+        finish(exc)
+    else:
+        finish(replies)
+
+
+def _blocking_client(cls: Any, pool_cls: Any, url: str, options: dict[str, Any]) -> Any:
+    client = cls(connection_pool=pool_cls.from_url(url, **options))
+    client.auto_close_connection_pool = True  # as Redis.from_url does: close() closes the pool
+    return client
+
+
+async def _aclose_client(conn: _AsyncClient) -> None:
+    await conn.client.aclose()
 
 
 def _check_address(netloc: str, path: str, url: str, cluster: bool) -> None:
