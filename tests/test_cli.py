@@ -133,3 +133,53 @@ def test_clear_without_namespace_clears_every_namespace(
         assert f"cleared namespace {name!r}" in everything.stdout
         with sc.TieredCache.default(namespace=name) as cache:
             assert cache.get("k") is None
+
+
+def test_bench_quick_json_has_no_spurious_misses_and_leaves_user_data_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stratacache bench` against the configured cache: every row of the JSON report is
+    there, memory and disk never miss a stored key under concurrency, and only the bench's
+    own namespace is written (and cleared)."""
+    import json
+
+    import stratacache as sc
+    from stratacache import _bench
+
+    monkeypatch.setenv("STRATACACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("STRATACACHE_URLS", raising=False)
+    with sc.TieredCache.default(namespace="default") as cache:
+        cache.set("mine", "untouched")
+    disk_only = {"STRATACACHE_URLS": f"disk://{tmp_path}/only-disk"}
+    for extra_env, kinds in (({}, ["memory", "disk"]), (disk_only, ["disk"])):
+        out = subprocess.run(
+            [sys.executable, "-m", "stratacache.cli", "bench", "--quick", "--json"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "STRATACACHE_DIR": str(tmp_path), "STRATACACHE_URLS": "",
+                 **extra_env},
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert report["namespace"] == "stratacache-bench"
+        assert [t["kind"] for t in report["tiers"]] == kinds
+        cells = {(row["mode"], row["callers"]) for row in report["rows"]}
+        assert cells == {
+            *(("async", n) for n in (1, 50, 200, 2000)),
+            *(("threads", n) for n in (1, 50, 200, 256)),
+            ("aget_many", 1),
+            ("get_many", 1),
+        }
+        for row in report["rows"]:
+            assert row["backend"] == "+".join(kinds)
+            assert row["calls"] >= row["callers"]
+            assert row["throughput"] > 0 and row["p50_us"] <= row["p99_us"]
+            assert (row["misses"], row["wrong"], row["raised"]) == (0, 0, 0), row
+            assert (row["errors"], row["busy"], row["skipped"]) == (0, 0, 0), row
+            assert [t["kind"] for t in row["tiers"]] == kinds
+        names = {r["ratio"] for r in report["ratios"]}
+        assert "2000 concurrent aget / one aget_many(2000)" in names
+        assert "256 threads get / sequential get" in names
+    with sc.TieredCache.default(namespace="default") as cache:
+        assert cache.get("mine") == "untouched"
+    with sc.TieredCache.default(namespace=_bench.NAMESPACE) as cache:
+        assert cache.get(_bench.bench_key(0)) is None

@@ -1,4 +1,4 @@
-"""The ``stratacache`` command: ``demo``, ``doctor``, ``stats`` and ``clear``."""
+"""The ``stratacache`` command: ``demo``, ``doctor``, ``stats``, ``clear`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -115,6 +115,52 @@ def doctor(as_json: bool) -> int:
     return 1 if broken else 0
 
 
+def bench(quick: bool, as_json: bool) -> int:
+    """Many concurrent callers (async tasks and threads) reading the configured cache, under
+    its own namespace, which is cleared at the end; 1 if a call raised or returned a wrong
+    value (spurious misses are a finding, not a failure)."""
+    import stratacache as sc
+    from stratacache import _bench
+
+    def make() -> sc.TieredCache:
+        return sc.TieredCache.default(namespace=_bench.NAMESPACE)
+
+    with make() as probe:
+        tiers = [{"name": t.name, "kind": t.kind} for t in probe.tiers]
+    backend = "+".join(t["kind"] for t in tiers)
+    sizes = _bench.Sizes.for_run(quick)
+
+    def progress(row: _bench.Row) -> None:
+        print(
+            f"  {row.mode:<9} N={row.callers:<5} {row.throughput:>10.0f} calls/s, "
+            f"misses {row.misses}/{row.calls}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    if not as_json:
+        print(
+            f"concurrency benchmark of the configured cache ({backend}), namespace "
+            f"{_bench.NAMESPACE!r}, {'quick' if quick else 'full'} run",
+            file=sys.stderr,
+        )
+    rows = _bench.run_cache(
+        make, backend=backend, sizes=sizes, progress=None if as_json else progress
+    )
+    if as_json:
+        report = {
+            "namespace": _bench.NAMESPACE,
+            "quick": quick,
+            "tiers": tiers,
+            "rows": [row.as_dict() for row in rows],
+            "ratios": _bench.ratios(rows),
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        print(_bench.render(rows))
+    return 1 if any(row.raised or row.wrong for row in rows) else 0
+
+
 def _default_cache(namespace: str | None) -> Any:
     import stratacache as sc
 
@@ -138,12 +184,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     clear.add_argument(
         "--namespace", default=None, help="only this namespace (default: every namespace used)"
     )
+    bench_cmd = sub.add_parser(
+        "bench",
+        help="concurrency benchmark of the default cache: 1-2000 async callers and threads",
+    )
+    bench_cmd.add_argument("--quick", action="store_true", help="fewer calls, about a second")
+    bench_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         return demo()
     if args.command == "doctor":
         return doctor(args.json)
+    if args.command == "bench":
+        return bench(args.quick, args.json)
     cache = _default_cache(args.namespace)
     try:
         if args.command == "stats":
