@@ -265,3 +265,33 @@ def test_pipeline_url_option_is_validated(redis_url: str) -> None:
     assert isinstance(tier, RedisTier) and tier.pipeline is False
     with pytest.raises(sc.ConfigurationError, match="pipeline"):
         sc.TieredCache.from_urls(f"{redis_url}?pipeline=maybe")
+
+
+def _read_in_child(tier: RedisTier, key: str, out: Any) -> None:
+    try:
+        out.put(tier.get(key))
+    except Exception as exc:  # reported to the parent, which fails the test
+        out.put(repr(exc))
+
+
+def test_a_forked_child_does_not_inherit_calls_in_flight(redis_url: str) -> None:
+    """A child forked while parent threads hold every pipeline slot must not wait for threads
+    that do not exist in it (they would never give their slots back)."""
+    import multiprocessing
+
+    tier = RedisTier(redis_url, timeout=0.3)
+    tier.set("fork-key", b"value", 60)
+    lane = tier._lane
+    assert lane is not None
+    taken, lane._free = lane._free, 0  # as if every slot were mid-call in another thread
+    try:
+        context = multiprocessing.get_context("fork")
+        out = context.Queue()
+        child = context.Process(target=_read_in_child, args=(tier, "fork-key", out))
+        child.start()
+        assert out.get(timeout=10) == b"value"
+        child.join(10)
+        assert child.exitcode == 0
+    finally:
+        lane._free = taken
+    tier.close()

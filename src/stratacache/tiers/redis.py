@@ -8,8 +8,10 @@ node and ``mget_nonatomic`` (split by slot) on a cluster.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlunsplit
@@ -121,6 +123,7 @@ class RedisTier(Tier, LeaseSupport):
         self._aclients: LoopClients[_AsyncClient] = LoopClients(
             self._new_async_client, _aclose_client
         )
+        _TIERS.add(self)
         try:
             import redis  # noqa: F401
         except ImportError as exc:
@@ -167,20 +170,6 @@ class RedisTier(Tier, LeaseSupport):
                         self._url,
                         self._pool_options() | {"retry": self._retry(False)},
                     )
-                client = self._client
-                keyslot = client.keyslot if self.cluster else None
-                max_connections = self._options["max_connections"]
-                slots = max(1, min(8, max_connections // 2)) if self.pipeline else max_connections
-                self._lane = pl.SyncLane(
-                    lambda op: _send_one(client, op, keyslot),
-                    lambda ops: _send_many(client, ops, keyslot),
-                    # Each slot holds one connection; with coalescing the rest of the pool
-                    # stays free for scans, and more slots would only shrink the batches.
-                    slots=slots,
-                    wait=self.timeout,
-                    stats=self._lane_stats,
-                    coalesce=self.pipeline,
-                )
             return self._client
 
     def _pool_options(self) -> dict[str, Any]:
@@ -188,12 +177,35 @@ class RedisTier(Tier, LeaseSupport):
         # timeout) instead of failing with MaxConnectionsError, which fed the breaker.
         return {**self._options, "timeout": self.timeout}
 
+    def _sync_lane(self) -> pl.SyncLane:
+        client = self._sync()
+        with self._lock:
+            if self._closed:
+                raise CacheClosedError(f"{self.name} tier was closed; open a new one")
+            if self._lane is None:
+                keyslot = client.keyslot if self.cluster else None
+                most = self._options["max_connections"]
+                self._lane = pl.SyncLane(
+                    lambda op: _send_one(client, op, keyslot),
+                    lambda ops: _send_many(client, ops, keyslot),
+                    # Each slot holds one connection; with coalescing the rest of the pool
+                    # stays free for scans, and more slots would only shrink the batches.
+                    slots=max(1, min(8, most // 2)) if self.pipeline else most,
+                    wait=self.timeout,
+                    stats=self._lane_stats,
+                    coalesce=self.pipeline,
+                )
+            return self._lane
+
+    def _after_fork(self) -> None:
+        # A child forked while parent threads were mid-call inherits their taken slots and
+        # maybe a held lock: it would wait for threads that do not exist in it. redis-py
+        # notices the fork itself and opens fresh connections.
+        self._lock = threading.Lock()
+        self._lane = None
+
     def _call(self, kind: str, *args: Any) -> Any:
-        lane = self._lane
-        if lane is None:
-            self._sync()
-            lane = self._lane
-            assert lane is not None
+        lane = self._lane or self._sync_lane()
         return lane.submit(pl.Op(kind, args))
 
     async def _acall(self, kind: str, *args: Any) -> Any:
@@ -349,6 +361,18 @@ class RedisTier(Tier, LeaseSupport):
 
     async def arelease_lease(self, key: str, token: str) -> None:
         await self._acall(pl.RELEASE, key, token)
+
+
+_TIERS: weakref.WeakSet[RedisTier] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for tier in list(_TIERS):
+        tier._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _text(key: str | bytes) -> str:
