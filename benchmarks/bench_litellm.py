@@ -6,10 +6,11 @@ Every variant runs in this one process, through the real ``litellm.completion`` 
 * litellm's in-memory cache (``Cache()``), the reference; its disk cache (``type="disk"``);
 * stratacache through :func:`stratacache.litellm.install`: memory + disk, disk only;
 * with a private redis-server this script starts on a free loopback port (never 6379) and
-  stops at the end: litellm's redis cache vs stratacache with a redis tier.
+  stops at the end: litellm's redis cache vs stratacache with a redis tier, alone and with a
+  memory tier in front (the recommended production set-up).
 
-Prints the median µs per hit and the delta against litellm's in-memory hit. The target is a
-delta of at most 200 µs for stratacache's disk and redis hits.
+Prints the median µs per hit and the delta against litellm's in-memory hit. The targets are a
+delta of at most 200 µs for stratacache's disk and redis hits, and for memory+redis.
 
     python benchmarks/bench_litellm.py [--quick]
 """
@@ -169,6 +170,11 @@ def main() -> None:
                     "stratacache redis",
                     None,
                     sc.TieredCache.from_urls(f"redis://127.0.0.1:{port}/0"),
+                ),
+                Variant(
+                    "stratacache memory+redis",
+                    None,
+                    sc.TieredCache.from_urls("memory://", f"redis://127.0.0.1:{port}/0"),
                 ),
             ]
         for variant in variants:

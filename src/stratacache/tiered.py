@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from stratacache._breaker import CircuitBreaker
 from stratacache._config import default_dir, parse_duration, tier_from_url
 from stratacache._stats import TierStats
-from stratacache.codec import DEFAULT_COMPRESS_THRESHOLD, DecodeError, decode, encode
+from stratacache.codec import (
+    DEFAULT_COMPRESS_THRESHOLD,
+    DecodeError,
+    DecodeMemo,
+    decode,
+    encode,
+)
 from stratacache.errors import CacheClosedError, ConfigurationError, SerializationError, TierError
 from stratacache.keys import check_namespace
 from stratacache.tiers.base import (
@@ -61,9 +67,12 @@ _SPLIT_URLS = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
 
 class _Failed(enum.Enum):
     FAILED = "FAILED"
+    UNUSABLE = "UNUSABLE"
 
 
 _FAILED: Final = _Failed.FAILED
+#: What :meth:`TieredCache._head` hands the plan for an entry it judged corrupt or expired.
+_UNUSABLE: Final = _Failed.UNUSABLE
 
 
 class _Call:
@@ -351,9 +360,17 @@ class TieredCache:
 
     def _judge(self, i: int, data: bytes, now: float) -> tuple[Any, float | None]:
         """Decode a hit from tier ``i`` into ``(value, seconds left)``; ``(MISS, None)`` when
-        it is corrupt, foreign or expired, and the caller deletes it."""
+        it is corrupt, foreign or expired, and the caller deletes it.
+
+        Entries of in-process tiers go through :data:`_DECODED`: a memory tier returns the
+        object it stores, so a repeated hit skips the checksum and the payload copy. Bytes
+        from shared tiers are fresh objects every time; for them the memo would only cost.
+        """
         try:
-            value, expires_at = decode(data)
+            if self.tiers[i].shared:
+                value, expires_at = decode(data)
+            else:
+                value, expires_at = _DECODED.peek(data) or _DECODED.decode(data)
         except DecodeError as exc:
             stats = self._health[i].stats
             stats.corrupt += 1
@@ -366,14 +383,27 @@ class TieredCache:
             return MISS, None
         return value, expires_at - now
 
-    def _get_plan(self, key: str, count: bool = True) -> Plan[Any]:
+    def _get_plan(
+        self, key: str, count: bool = True, head: tuple[str, Any] | None = None
+    ) -> Plan[Any]:
         """Read-through lookup; ``count=False`` for the re-reads of single-flight, which are
-        part of one request that was already counted."""
-        storage_key = self._storage_key(key)
-        pk = (self._known_prefix() or (yield from self._prefix())) + storage_key
+        part of one request that was already counted. ``head`` is ``(storage key, what tier 0
+        returned)`` when :meth:`_head` already read the fastest tier: the plan goes on from
+        there, so that tier is neither read nor counted twice."""
+        if head is None:
+            storage_key = self._storage_key(key)
+            pk = (self._known_prefix() or (yield from self._prefix())) + storage_key
+        else:
+            pk = head[0]
         now = time.time()
         for i in range(len(self.tiers)):
-            data = yield _Call(i, "get", (pk,))
+            if i == 0 and head is not None:
+                data = head[1]
+                if data is _UNUSABLE:
+                    yield _Call(0, "delete", (pk,))
+                    continue
+            else:
+                data = yield _Call(i, "get", (pk,))
             if type(data) is not bytes:
                 continue
             value, remaining = self._judge(i, data, now)
@@ -394,7 +424,7 @@ class TieredCache:
         if not wanted:
             return {}
         prefix = yield from self._prefix()
-        by_pk = {prefix + self._storage_key(k): k for k in wanted}
+        by_pk = dict(zip(_storage_keys(prefix, wanted), wanted, strict=True))
         pending = list(by_pk)
         found: dict[str, Any] = {}
         promote: dict[int, list[SetEntry]] = {}
@@ -687,8 +717,34 @@ class TieredCache:
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` (pass ``stratacache.MISS`` to tell a stored
         ``None`` from a miss)."""
-        value = self._drive(self._get_plan(key))
+        value, head = self._head(key)
+        if value is MISS:
+            value = self._drive(self._get_plan(key, head=head))
         return default if value is MISS else value
+
+    def _head(self, key: str) -> tuple[Any, tuple[str, Any] | None]:
+        """The hit path's common case without a plan: the generation is fresh and the
+        fastest tier holds a live entry. Returns ``(value, None)`` for that hit; otherwise
+        ``(MISS, head)`` for :meth:`_get_plan` to go on from, where ``head`` is None when
+        tier 0 was not read (the generation must be refreshed first).
+
+        This is the first step of :meth:`_get_plan`, taken outside the generator: creating,
+        driving and finishing a plan costs more than a memory tier's whole lookup. Everything
+        else (misses, unusable entries, promotion, counting misses) stays in the plan.
+        """
+        self._check_open()
+        prefix = self._known_prefix()
+        if prefix is None:
+            return MISS, None
+        pk = prefix + self._storage_key(key)
+        data = self._call_tier(_Call(0, "get", (pk,)))
+        if type(data) is bytes:
+            value, _ = self._judge(0, data, time.time())
+            if value is not MISS:
+                self._requests["hits"] += 1
+                return value, None
+            data = _UNUSABLE  # judged (and counted) once: the plan only deletes it
+        return MISS, (pk, data)
 
     def set(self, key: str, value: Any, ttl: float | str | None = None) -> None:
         """Store ``value`` in every tier; ``ttl`` overrides the cache default.
@@ -779,7 +835,11 @@ class TieredCache:
     # -- public API: async -------------------------------------------------------------------
 
     async def aget(self, key: str, default: Any = None) -> Any:
-        value = await self._adrive(self._get_plan(key))
+        # A tier whose async twin is its sync code (memory, disk) can be read in _head; one
+        # with a native async client (Redis) must be awaited, so the plan reads it.
+        value, head = self._head(key) if _sync_aget(self.tiers[0]) else (MISS, None)
+        if value is MISS:
+            value = await self._adrive(self._get_plan(key, head=head))
         return default if value is MISS else value
 
     async def aset(self, key: str, value: Any, ttl: float | str | None = None) -> None:
@@ -886,6 +946,33 @@ class TieredCache:
     def __repr__(self) -> str:
         names = ", ".join(t.name for t in self.tiers)
         return f"<TieredCache namespace={self.namespace!r} tiers=[{names}]>"
+
+
+#: Decoded bytes values of in-process tiers' entries (see :meth:`TieredCache._judge`): one
+#: per process, as it is keyed by envelope content and so is right for every cache.
+_DECODED: Final = DecodeMemo(32 * 1024**2)
+
+_SYNC_AGET: dict[type[Tier], bool] = {}
+
+
+def _sync_aget(tier: Tier) -> bool:
+    """Does ``tier.aget`` just run ``tier.get`` (the :class:`Tier` default)?"""
+    cls = type(tier)
+    known = _SYNC_AGET.get(cls)
+    if known is None:
+        known = _SYNC_AGET[cls] = getattr(cls, "aget", None) is Tier.aget
+    return known
+
+
+def _storage_keys(prefix: str, keys: Sequence[str]) -> list[str]:
+    """``prefix + _storage_key(k)`` for each key, with the common case (short ASCII, no NUL)
+    inline: a batch of thousands of embedding keys would otherwise pay a call per key."""
+    return [
+        prefix + "k:" + k
+        if type(k) is str and len(k) <= _MAX_RAW_KEY and k.isascii() and "\x00" not in k
+        else prefix + TieredCache._storage_key(k)
+        for k in keys
+    ]
 
 
 def _generation_of(key: str, prefix: str) -> int:

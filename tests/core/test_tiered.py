@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,4 +338,158 @@ def test_pickles_by_configuration(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="from_urls"):
         pickle.dumps(sc.TieredCache([MemoryTier()]))
     clone.close()
+    cache.close()
+
+
+# -- the hit path (TieredCache._head) and the decode memo behind it ------------------------------
+
+
+async def _read(cache: sc.TieredCache, key: str, use_async: bool) -> Any:
+    return await cache.aget(key, MISS) if use_async else cache.get(key, MISS)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("shape", ["memory", "memory+disk"])
+async def test_hit_path_honours_overwrite_delete_clear_and_ttl(
+    tmp_path: Path, shape: str, use_async: bool
+) -> None:
+    urls = ["memory://"] if shape == "memory" else ["memory://", f"disk://{tmp_path}/d"]
+    cache = sc.TieredCache.from_urls(*urls, namespace="t")
+    for value in (b"bytes one", b"bytes two", {"json": 1}, b"bytes one"):
+        cache.set("k", value)  # overwrite, including back to an earlier value
+        for _ in range(3):  # repeated hits: the decode memo answers from the second one on
+            assert await _read(cache, "k", use_async) == value
+    cache.delete("k")
+    assert await _read(cache, "k", use_async) is MISS
+    cache.set("k", b"again")
+    assert await _read(cache, "k", use_async) == b"again"
+    cache.clear()
+    assert await _read(cache, "k", use_async) is MISS
+    cache.set("short", b"lived", ttl=0.15)
+    assert await _read(cache, "short", use_async) == b"lived"
+    await asyncio.sleep(0.3)
+    assert await _read(cache, "short", use_async) is MISS
+    cache.close()
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_expired_envelope_in_the_fastest_tier_is_never_served(use_async: bool) -> None:
+    """The tier's own clock says live, the envelope says expired: the envelope wins, and the
+    entry is deleted (the decode memo has seen these very bytes before it expired)."""
+    from stratacache.codec import encode
+
+    memory = MemoryTier()
+    cache = sc.TieredCache([memory], namespace="t")
+    pk = physical_key(cache, "k")
+    data = encode(b"soon stale", time.time() + 0.2)
+    memory.set(pk, data, None)
+    assert await _read(cache, "k", use_async) == b"soon stale"
+    await asyncio.sleep(0.3)
+    assert await _read(cache, "k", use_async) is MISS
+    assert memory.get(pk) is MISS
+    assert cache.stats()["misses"] == 1
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_corrupt_entry_in_the_fastest_tier_is_counted_once(
+    tmp_path: Path, use_async: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory = MemoryTier()
+    cache = sc.TieredCache([memory, DiskTier(tmp_path / "d")], namespace="t")
+    cache.set("k", {"good": True})
+    pk = physical_key(cache, "k")
+    memory.set(pk, b"SC garbage that fails the checksum", None)
+    assert await _read(cache, "k", use_async) == {"good": True}  # from disk
+    tiers = cache.stats()["tiers"]
+    assert (tiers[0]["corrupt"], tiers[0]["hits"], tiers[1]["hits"]) == (1, 1, 1)
+    assert caplog.text.count("unusable entry") == 1
+    assert isinstance(memory.get(pk), bytes)  # deleted, then refilled by promotion
+    assert await _read(cache, "k", use_async) == {"good": True}
+    assert cache.stats()["tiers"][0]["corrupt"] == 1
+    cache.close()
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_hit_path_counts_each_tier_read_once(tmp_path: Path, use_async: bool) -> None:
+    writer = sc.TieredCache.from_urls(f"disk://{tmp_path}/d", namespace="t")
+    writer.set("k", b"v")
+    cache = sc.TieredCache.from_urls("memory://", f"disk://{tmp_path}/d", namespace="t")
+    assert await _read(cache, "absent", use_async) is MISS
+    assert await _read(cache, "k", use_async) == b"v"  # memory miss, disk hit, promoted
+    assert await _read(cache, "k", use_async) == b"v"  # memory hit
+    stats = cache.stats()
+    tiers = stats["tiers"]
+    assert (stats["hits"], stats["misses"]) == (2, 1)
+    assert (tiers[0]["hits"], tiers[0]["misses"]) == (1, 2)
+    assert (tiers[1]["hits"], tiers[1]["misses"]) == (1, 1)
+    writer.close()
+    cache.close()
+
+
+def test_json_hits_are_fresh_objects(two_level: sc.TieredCache) -> None:
+    two_level.set("k", {"list": [1, 2], "nested": {"a": "b"}})
+    first = two_level.get("k")
+    first["list"].append(3)
+    first["nested"]["a"] = "changed"
+    second = two_level.get("k")
+    assert second == {"list": [1, 2], "nested": {"a": "b"}}
+    assert second is not first and second["list"] is not first["list"]
+    many = two_level.get_many(["k"])["k"]
+    assert many == second and many is not second
+
+
+def test_closed_cache_raises_on_the_hit_path(two_level: sc.TieredCache) -> None:
+    two_level.set("k", 1)
+    two_level.close()
+    with pytest.raises(sc.CacheClosedError):
+        two_level.get("k")
+
+
+def test_batch_storage_keys_match_single_ones() -> None:
+    from stratacache.tiered import TieredCache, _storage_keys
+
+    keys = ["plain", "", "x" * 200, "x" * 201, "é", "nul\x00key", "\ud800lone", "k:" * 50]
+    expected = ["p:" + TieredCache._storage_key(k) for k in keys]
+    assert _storage_keys("p:", keys) == expected
+    with pytest.raises(sc.SerializationError):
+        _storage_keys("p:", ["ok", 42])  # type: ignore[list-item]
+
+
+def test_hit_path_under_threads(tmp_path: Path) -> None:
+    """Readers racing writers, deletes and clears only ever see a value that was written for
+    that key (never another key's, never a torn one), and see the last write at the end."""
+    cache = sc.TieredCache.from_urls("memory://?max_bytes=64KB", f"disk://{tmp_path}/d")
+    keys = [f"k{i}" for i in range(20)]
+    stop = threading.Event()
+    bad: list[Any] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            for key in keys:
+                value = cache.get(key, MISS)
+                if value is not MISS and not value.startswith(key.encode() + b"="):
+                    bad.append((key, value))
+
+    def writer(n: int) -> None:
+        for round_ in range(60):
+            for key in keys:
+                cache.set(key, f"{key}={n}.{round_}".encode() * 20)
+            if round_ % 20 == 7:
+                cache.delete(keys[n])
+            if n == 0 and round_ % 25 == 24:
+                cache.clear()
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert bad == []
+    for key in keys:
+        cache.set(key, b"final")
+    assert all(cache.get(key) == b"final" for key in keys)
     cache.close()

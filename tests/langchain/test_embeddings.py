@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from array import array
 from typing import Any
 
@@ -152,3 +153,110 @@ def test_corrupt_entry_is_a_miss(memory_cache: sc.TieredCache) -> None:
     emb.cache.set(emb._key("a", "d"), {"not": "a vector"})
     assert len(emb.embed_documents(["a"])[0]) == 8
     assert model.calls == [["a"], ["a"]]
+
+
+# -- the warm-hit memos: keys per text, decoded vectors per key ---------------------------------
+
+
+def test_warm_hits_are_fresh_lists(memory_cache: sc.TieredCache) -> None:
+    emb = CachedEmbeddings(DeterministicFakeEmbedding(size=8), memory_cache)
+    cold = emb.embed_documents(["a", "b"])
+    warm = emb.embed_documents(["a", "b", "a"])
+    again = emb.embed_documents(["a", "b"])
+    assert warm[:2] == cold == again
+    lists = [*cold, *warm, *again]
+    assert len({id(v) for v in lists}) == len(lists)  # no list handed out twice
+    warm[0][0] = 123.0
+    assert emb.embed_documents(["a"])[0] == cold[0]
+    query = emb.embed_query("q")
+    query.append(1.0)
+    assert len(emb.embed_query("q")) == 8
+
+
+def test_memo_follows_overwrite_delete_clear_and_ttl(memory_cache: sc.TieredCache) -> None:
+    from stratacache.integrations._vectors import pack_vector
+
+    model = Counting(size=8)
+    emb = CachedEmbeddings(model, memory_cache, ttl=0.2)
+    original = emb.embed_documents(["a"])[0]
+    emb.embed_documents(["a"])  # the memo now holds "a"
+    key = emb._key("a", "d")
+    emb.cache.set(key, pack_vector([1.0] * 8))  # overwritten (another process, say)
+    assert emb.embed_documents(["a"]) == [[1.0] * 8]
+    emb.cache.delete(key)
+    assert emb.embed_documents(["a"]) == [original]  # recomputed
+    emb.cache.clear()
+    assert emb.embed_documents(["a"]) == [original]
+    time.sleep(0.35)
+    assert emb.embed_documents(["a"]) == [original]
+    assert model.calls == [["a"], ["a"], ["a"], ["a"]]
+
+
+def test_changing_model_id_changes_keys(memory_cache: sc.TieredCache) -> None:
+    model = Counting(size=8)
+    emb = CachedEmbeddings(model, memory_cache, model_id="one")
+    emb.embed_documents(["a"])
+    emb.model_id = "two"
+    emb.embed_documents(["a"])
+    assert model.calls == [["a"], ["a"]]
+    assert emb._key("a", "d").startswith("two:d:")
+
+
+def test_text_keys_memo_is_exact_and_bounded() -> None:
+    from stratacache.integrations._vectors import TextKeys
+
+    keys = TextKeys("m:d:", budget=2048)
+    texts = [f"text {i}" for i in range(100)] + ["é\ud800", ""]
+    first = keys.keys(texts)
+    assert first == [keys.key(t) for t in texts] == keys.keys(texts)
+    assert len(set(first)) == len(texts)
+    assert keys._used <= keys.budget and len(keys._memo) < len(texts)
+    keys.keys(["x" * 5000])  # larger than the budget: keyed, never kept
+    assert "x" * 5000 not in keys._memo
+
+
+def test_vector_memo_accounting_and_threads() -> None:
+    import threading
+
+    from stratacache.integrations._vectors import EmbeddingPlan, VectorMemo, pack_vector
+
+    memo = VectorMemo(budget=20 * (32 * 4 + 200))
+    for _ in range(3):
+        memo.remember("same", b"x", [1.0] * 4)  # overwriting must not leak budget
+    assert memo._used == 32 * 4 + 200
+    vectors = {f"k{i}": [float(i)] * 4 for i in range(50)}
+    packed = {k: pack_vector(v) for k, v in vectors.items()}
+    errors: list[str] = []
+
+    def work(offset: int) -> None:
+        for n in range(200):
+            chosen = [f"k{(n + offset + j) % 50}" for j in range(5)]
+            plan = EmbeddingPlan(chosen)
+            memo.absorb(plan, chosen, {k: packed[k] for k in chosen})
+            for key, vec in zip(chosen, plan.result(), strict=True):
+                if vec != vectors[key]:
+                    errors.append(key)
+                vec.append(-1.0)  # the caller owns what it got
+
+    threads = [threading.Thread(target=work, args=(k * 7,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert memo._used <= memo.budget
+
+
+def test_embeddings_pickle_without_their_memos(memory_cache: sc.TieredCache) -> None:
+    import pickle
+
+    from stratacache.integrations._vectors import TextKeys, VectorMemo
+
+    keys = TextKeys("p:", 100)
+    keys.keys(["a"])
+    clone = pickle.loads(pickle.dumps(keys))
+    assert (clone.prefix, clone.budget, clone._memo) == ("p:", 100, {})
+    memo = VectorMemo(1000)
+    memo.remember("k", b"x", [1.0])
+    restored = pickle.loads(pickle.dumps(memo))
+    assert (restored.budget, restored._memo, restored._used) == (1000, {}, 0)

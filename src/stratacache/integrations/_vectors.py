@@ -7,12 +7,24 @@ of parsing JSON floats, and a vector holding NaN or infinity is refused, never s
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 from array import array
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["EmbeddingPlan", "VectorMemo", "is_plain", "pack_vector", "unpack_vector"]
+__all__ = [
+    "EmbeddingPlan",
+    "TextKeys",
+    "VectorMemo",
+    "is_plain",
+    "pack_vector",
+    "unpack_vector",
+]
+
+#: Bookkeeping per memo entry (dict slot, tuple or key string header), counted in budgets.
+_ENTRY_OVERHEAD: Final = 120
 
 
 def pack_vector(vector: Any) -> bytes | None:
@@ -46,6 +58,58 @@ def is_plain(value: Any) -> bool:
     return False
 
 
+class TextKeys:
+    """Cache keys of texts, ``<prefix><blake2b-128 of the text>``, remembered per text.
+
+    A key is a pure function of the prefix (model identity and kind) and the text, so a memo
+    keyed by the text's content can never give a wrong key; it saves hashing a text again on
+    every warm call (~0.3 µs a text, most of a memory hit). Bounded by ``budget`` bytes of text
+    (dropped at once when full) and safe to share between threads (a lookup is one dict read;
+    a write replaces a whole entry).
+    """
+
+    def __init__(self, prefix: str, budget: int = 8 * 1024**2) -> None:
+        self.prefix = prefix
+        self.budget = budget
+        self._memo: dict[str, str] = {}
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled with its adapter (worker processes): the settings travel, the memo does not.
+        return {"prefix": self.prefix, "budget": self.budget}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["prefix"], state["budget"])  # type: ignore[misc]
+
+    def key(self, text: str) -> str:
+        h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        return self.prefix + h
+
+    def keys(self, texts: Sequence[str]) -> list[str]:
+        memo = self._memo
+        out = []
+        for text in texts:
+            key = memo.get(text) if type(text) is str else None
+            if key is None:
+                key = self.key(text)
+                if type(text) is str:
+                    self._remember(text, key)
+            out.append(key)
+        return out
+
+    def _remember(self, text: str, key: str) -> None:
+        cost = len(text) + len(key) + _ENTRY_OVERHEAD
+        if cost > self.budget:
+            return
+        with self._lock:
+            if self._used + cost > self.budget:
+                self._memo.clear()
+                self._used = 0
+            self._memo[text] = key
+            self._used += cost
+
+
 class EmbeddingPlan:
     """Keys of one call and the unique texts the model still has to embed, in caller order."""
 
@@ -58,10 +122,13 @@ class EmbeddingPlan:
 
     def result(self) -> list[list[float]]:
         """Vectors in caller order; a repeated text gets its own list (callers may mutate)."""
+        vectors = self.vectors
+        if len(vectors) == len(self.keys):  # no text twice: every list is already its own
+            return [vectors[key] for key in self.keys]
         seen: set[str] = set()
         out = []
         for key in self.keys:
-            vec = self.vectors[key]
+            vec = vectors[key]
             if key in seen:
                 vec = list(vec)
             seen.add(key)
@@ -82,35 +149,57 @@ class VectorMemo:
         self.budget = budget
         self._memo: dict[str, tuple[bytes, list[float]]] = {}
         self._used = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled with its adapter (worker processes): the budget travels, the memo does not.
+        return {"budget": self.budget}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["budget"])  # type: ignore[misc]
+
+    @staticmethod
+    def _cost(vec: list[float]) -> int:
+        return 32 * len(vec) + 200  # a Python float is 24 bytes plus its 8-byte slot
 
     def remember(self, key: str, data: bytes, vec: list[float]) -> None:
         if not self.budget:
             return
-        cost = 32 * len(vec) + 200  # a Python float is 24 bytes plus its 8-byte slot
-        if self._used + cost > self.budget:
-            self._memo.clear()
-            self._used = 0
-        self._memo[key] = (data, list(vec))
-        self._used += cost
+        cost = self._cost(vec)
+        entry = (data, list(vec))
+        with self._lock:
+            old = self._memo.get(key)
+            if old is not None:
+                self._used -= self._cost(old[1])
+            if self._used + cost > self.budget:
+                self._memo.clear()
+                self._used = 0
+            self._memo[key] = entry
+            self._used += cost
 
     def absorb(self, plan: EmbeddingPlan, texts: Sequence[str], found: Mapping[str, Any]) -> int:
         """Decode the hits into ``plan.vectors`` and list the unique misses in ``plan.missing``
         (caller order); returns how many cached entries were unusable."""
         bad = 0
+        memo = self._memo
+        vectors = plan.vectors
         for key, data in found.items():
-            known = self._memo.get(key)
+            known = memo.get(key)
+            # Equal bytes decode to equal floats; usually the very same object (identity).
             if known is not None and known[0] == data:
-                plan.vectors[key] = list(known[1])
+                vectors[key] = known[1][:]
                 continue
             vec = unpack_vector(data)
             if vec is None:
                 bad += 1
             else:
-                plan.vectors[key] = vec
+                vectors[key] = vec
                 self.remember(key, data, vec)
-        for key, text in zip(plan.keys, texts, strict=True):
-            if key not in plan.vectors and key not in plan.missing:
-                plan.missing[key] = text
+        if len(vectors) < len(plan.keys):
+            missing = plan.missing
+            for key, text in zip(plan.keys, texts, strict=True):
+                if key not in vectors and key not in missing:
+                    missing[key] = text
         return bad
 
     def take(

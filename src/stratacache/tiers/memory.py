@@ -90,15 +90,16 @@ class MemoryTier(Tier):
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         now = time.time()
+        lookup, touch = self._data.get, self._data.move_to_end  # bound once: thousands of keys
         with self._lock:
             for key in keys:
-                entry = self._data.get(key)
+                entry = lookup(key)
                 if entry is None:
                     continue
                 if entry[1] <= now:
                     self._pop(key)
                     continue
-                self._data.move_to_end(key)
+                touch(key)
                 found[key] = entry[0]
         return found
 

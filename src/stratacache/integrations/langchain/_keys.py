@@ -223,10 +223,12 @@ def _normalize_prompt(prompt: str) -> Any:
     return [_normalize_message(i) for i in items]
 
 
-_LLM_ENTRY_CODES: Final = frozenset({BaseLLM.generate.__code__, BaseLLM.agenerate.__code__})
+#: Compared by identity, never put in a set: a code object's hash is recomputed on every call
+#: from its constants, names and bytecode (~0.5 µs for a large method like these).
+_LLM_ENTRY_CODES: Final = (BaseLLM.generate.__code__, BaseLLM.agenerate.__code__)
 #: Where a chat model consults the cache: seeing one of these ends the walk at once, so the chat
 #: hit path (the hot one) pays two or three frame hops instead of the full walk.
-_CHAT_ENTRY_CODES: Final = frozenset(
+_CHAT_ENTRY_CODES: Final = tuple(
     method.__code__
     for name in ("_generate_with_cache", "_agenerate_with_cache")
     if (method := getattr(BaseChatModel, name, None)) is not None and hasattr(method, "__code__")
@@ -243,11 +245,23 @@ def calling_llm_identity() -> Any:
     ``agenerate`` frame that is calling the cache (a few frames up, sync or awaiting). Chat
     models need none of this: their ``llm_string`` carries the serialized model.
     """
+    try:
+        # The hot case first: LLMCache._key <- lookup <- a chat model's _generate_with_cache.
+        # Asking for that one frame materialises one frame object instead of three; frames 1
+        # and 2 (_key and lookup) cannot be BaseLLM.generate, so the answer is the walk's.
+        probe = sys._getframe(3).f_code
+        for known in _CHAT_ENTRY_CODES:
+            if probe is known:
+                return None
+    except ValueError:  # a shallower stack: the walk below handles it
+        pass
     frame = sys._getframe(1)
     for _ in range(_FRAMES_UP):
-        if frame.f_code in _CHAT_ENTRY_CODES:
-            return None
-        if frame.f_code in _LLM_ENTRY_CODES:
+        code = frame.f_code
+        for known in _CHAT_ENTRY_CODES:
+            if code is known:
+                return None
+        if code is _LLM_ENTRY_CODES[0] or code is _LLM_ENTRY_CODES[1]:
             llm = frame.f_locals.get("self")
             if isinstance(llm, BaseLLM) and llm.is_lc_serializable():
                 return _model_part(llm._serialized)

@@ -19,10 +19,9 @@ from stratacache.integrations._shared import AdapterStats, default_cache, kind_n
 from stratacache.integrations.langchain._keys import calling_llm_identity, llm_cache_key
 from stratacache.integrations.langchain._serde import (
     Uncacheable,
-    decode_generations,
+    decode_hit,
     encode_generations,
     remember,
-    usage_tokens,
 )
 from stratacache.tiered import TieredCache
 from stratacache.tiers.base import MISS
@@ -91,13 +90,13 @@ class LLMCache(BaseCache):
             GLOBAL_SAVINGS.record_miss()
             return None, False
         try:
-            generations = decode_generations(raw)
+            generations, tokens = decode_hit(raw)
         except Exception as exc:
             self._stats.problem("bad_entries", "unusable cache entry dropped (%s)", exc)
             GLOBAL_SAVINGS.record_miss()
             return None, True
         self._stats.count("hits")
-        GLOBAL_SAVINGS.record_hit(tokens=usage_tokens(generations))
+        GLOBAL_SAVINGS.record_hit(tokens=tokens)
         return generations, False
 
     def _encode(self, return_val: RETURN_VAL_TYPE) -> bytes | None:

@@ -11,14 +11,13 @@ Sync and async share the planning (``_plan`` / ``_finish``); only the I/O differ
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
 
 from langchain_core.embeddings import Embeddings
 
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
-from stratacache.integrations._vectors import EmbeddingPlan, VectorMemo, is_plain
+from stratacache.integrations._vectors import EmbeddingPlan, TextKeys, VectorMemo, is_plain
 from stratacache.keys import digest
 from stratacache.tiered import TieredCache
 from stratacache.tiers.base import MISS
@@ -93,18 +92,26 @@ class CachedEmbeddings(Embeddings):
         self.batch_size = batch_size
         self._stats = AdapterStats("CachedEmbeddings")
         self._memo = VectorMemo(memo_bytes)
+        self._text_keys: dict[str, TextKeys] = {}
 
     def __repr__(self) -> str:
         return f"<CachedEmbeddings {type(self.underlying).__name__} model_id={self.model_id}>"
 
     # -- shared logic -------------------------------------------------------------------------
 
+    def _keys(self, kind: str) -> TextKeys:
+        """Key builder for ``kind``; a new one if ``model_id`` was changed since."""
+        prefix = f"{self.model_id}:{kind}:"
+        keys = self._text_keys.get(kind)
+        if keys is None or keys.prefix != prefix:
+            keys = self._text_keys[kind] = TextKeys(prefix)
+        return keys
+
     def _key(self, text: str, kind: str) -> str:
-        h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-        return f"{self.model_id}:{kind}:{h}"
+        return self._keys(kind).key(text)
 
     def _plan(self, texts: Sequence[str], kind: str = "d") -> EmbeddingPlan:
-        return EmbeddingPlan([self._key(t, kind) for t in texts])
+        return EmbeddingPlan(self._keys(kind).keys(texts))
 
     def _absorb(
         self, plan: EmbeddingPlan, texts: Sequence[str], found: dict[str, Any]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
 
 from stratacache.errors import ConfigurationError
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
-from stratacache.integrations._vectors import EmbeddingPlan, VectorMemo
+from stratacache.integrations._vectors import EmbeddingPlan, TextKeys, VectorMemo
 from stratacache.integrations.llamaindex._keys import Uncacheable, embedding_identity
 from stratacache.integrations.llamaindex.events import CacheHitEvent, CacheMissEvent, emit
 from stratacache.integrations.llamaindex.ratelimit import metered, settle
@@ -72,15 +71,23 @@ class EmbeddingCacher:
         self.cache_queries = cache_queries
         self.stats = AdapterStats("llamaindex.CachedEmbedding")
         self._memo = VectorMemo(memo_bytes)
+        self._text_keys: dict[str, TextKeys] = {}
 
     # -- planning (pure) ----------------------------------------------------------------------
 
+    def _keys(self, mode: str) -> TextKeys:
+        """Key builder for ``mode``; a new one if ``model_id`` was changed since."""
+        prefix = f"{self.model_id}:{mode}:"
+        keys = self._text_keys.get(mode)
+        if keys is None or keys.prefix != prefix:
+            keys = self._text_keys[mode] = TextKeys(prefix)
+        return keys
+
     def _key(self, text: str, mode: str) -> str:
-        h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-        return f"{self.model_id}:{mode}:{h}"
+        return self._keys(mode).key(text)
 
     def plan(self, texts: Sequence[str], mode: str) -> EmbeddingPlan:
-        return EmbeddingPlan([self._key(t, mode) for t in texts])
+        return EmbeddingPlan(self._keys(mode).keys(texts))
 
     def absorb(
         self, plan: EmbeddingPlan, texts: Sequence[str], found: dict[str, Any], method: str
