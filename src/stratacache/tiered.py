@@ -632,15 +632,13 @@ class TieredCache:
             )
         return _FAILED
 
-    def _skip(self, call: _Call) -> bool:
-        if self._health[call.tier].breaker.allow():
-            return False
+    def _skipped(self, call: _Call) -> _Failed:
         self._health[call.tier].stats.skipped += 1
-        return True
+        return _FAILED
 
     def _call_tier(self, call: _Call) -> Any:
-        if self._skip(call):
-            return _FAILED
+        if not self._health[call.tier].breaker.allow():  # _skip, inlined on the hot path
+            return self._skipped(call)
         start = time.perf_counter()
         try:
             result = getattr(self.tiers[call.tier], call.method)(*call.args)
@@ -650,8 +648,8 @@ class TieredCache:
         return result
 
     async def _acall_tier(self, call: _Call) -> Any:
-        if self._skip(call):
-            return _FAILED
+        if not self._health[call.tier].breaker.allow():
+            return self._skipped(call)
         start = time.perf_counter()
         try:
             result = await getattr(self.tiers[call.tier], "a" + call.method)(*call.args)
@@ -732,12 +730,24 @@ class TieredCache:
         driving and finishing a plan costs more than a memory tier's whole lookup. Everything
         else (misses, unusable entries, promotion, counting misses) stays in the plan.
         """
+        pk = self._head_key(key)
+        if pk is None:
+            return MISS, None
+        return self._head_judge(pk, self._call_tier(_Call(0, "get", (pk,))))
+
+    async def _ahead(self, key: str) -> tuple[Any, tuple[str, Any] | None]:
+        """:meth:`_head` for a fastest tier with a native async client (Redis)."""
+        pk = self._head_key(key)
+        if pk is None:
+            return MISS, None
+        return self._head_judge(pk, await self._acall_tier(_Call(0, "get", (pk,))))
+
+    def _head_key(self, key: str) -> str | None:
         self._check_open()
         prefix = self._known_prefix()
-        if prefix is None:
-            return MISS, None
-        pk = prefix + self._storage_key(key)
-        data = self._call_tier(_Call(0, "get", (pk,)))
+        return None if prefix is None else prefix + self._storage_key(key)
+
+    def _head_judge(self, pk: str, data: Any) -> tuple[Any, tuple[str, Any] | None]:
         if type(data) is bytes:
             value, _ = self._judge(0, data, time.time())
             if value is not MISS:
@@ -835,9 +845,12 @@ class TieredCache:
     # -- public API: async -------------------------------------------------------------------
 
     async def aget(self, key: str, default: Any = None) -> Any:
-        # A tier whose async twin is its sync code (memory, disk) can be read in _head; one
-        # with a native async client (Redis) must be awaited, so the plan reads it.
-        value, head = self._head(key) if _sync_aget(self.tiers[0]) else (MISS, None)
+        # A tier whose async twin is its sync code (memory, disk) is read in _head without a
+        # coroutine; one with a native async client (Redis) is awaited in _ahead.
+        if _sync_aget(self.tiers[0]):
+            value, head = self._head(key)
+        else:
+            value, head = await self._ahead(key)
         if value is MISS:
             value = await self._adrive(self._get_plan(key, head=head))
         return default if value is MISS else value
