@@ -295,3 +295,25 @@ def test_a_forked_child_does_not_inherit_calls_in_flight(redis_url: str) -> None
     finally:
         lane._free = taken
     tier.close()
+
+
+def test_a_waiter_that_leaves_early_loses_neither_its_slot_nor_the_queue() -> None:
+    """A thread interrupted while queued (KeyboardInterrupt) must not keep a slot it was
+    handed, or the lane would shrink for good."""
+
+    def send_one(op: pl.Op) -> Any:
+        return op.args[0]
+
+    lane = pl.SyncLane(send_one, lambda ops: None, slots=1, wait=1, stats=pl.LaneStats())
+    lane._free = 0  # one call in flight elsewhere
+    queued, handed = pl.Op(pl.GET, ("a",)), pl.Op(pl.GET, ("b",))
+    for op in (handed, queued):
+        op.event = threading.Event()
+        lane._queue.append(op)
+    lane._abandon(queued)  # left while still queued
+    assert lane._queue == [handed]
+    lane._release()  # the call in flight finished: its slot goes to the oldest waiter
+    assert handed.event.is_set()
+    lane._abandon(handed)  # ...which left before using it
+    assert (lane._free, lane._queue) == (1, [])
+    assert lane.submit(pl.Op(pl.GET, ("c",))) == "c"

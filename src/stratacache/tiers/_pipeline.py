@@ -293,15 +293,21 @@ class SyncLane:
                 lead = None
         if lead is None:
             assert op.event is not None
-            if not op.event.wait(self._wait):
-                with self._lock:
-                    if op.state == _QUEUED:
-                        self._queue.remove(op)
-                        raise TierBusy(
-                            f"no Redis connection came free within {self._wait:g} s "
-                            f"({len(self._queue)} calls queued)"
-                        )
-                op.event.wait()  # picked up meanwhile: its batch is bounded by the socket timeout
+            try:
+                if not op.event.wait(self._wait):
+                    with self._lock:
+                        if op.state == _QUEUED:
+                            self._queue.remove(op)
+                            raise TierBusy(
+                                f"no Redis connection came free within {self._wait:g} s "
+                                f"({len(self._queue)} calls queued)"
+                            )
+                    op.event.wait()  # picked up meanwhile: bounded by the socket timeout
+            except TierBusy:
+                raise
+            except BaseException:  # e.g. KeyboardInterrupt while waiting
+                self._abandon(op)
+                raise
             if op.state == _DONE:
                 return op.outcome()
             # _LEAD: the thread that freed a slot handed it to us with the queue (we are its
@@ -336,6 +342,18 @@ class SyncLane:
             done.state = _DONE
             if done.event is not None:
                 done.event.set()
+
+    def _abandon(self, op: Op) -> None:
+        """A waiter leaves early: take its call out of the queue, or pass on the slot it was
+        handed, so that neither is lost. (A call already running completes without it.)"""
+        with self._lock:
+            if op.state == _QUEUED and op in self._queue:
+                self._queue.remove(op)
+                return
+        if op.state == _LEAD:
+            with self._lock:
+                self._queue.remove(op)
+            self._release()
 
     def _release(self) -> None:
         """Give the slot to the oldest waiter (with the queue), or back to the pool."""
