@@ -166,13 +166,11 @@ def _redis(url: str) -> Tier:
 
     parts = split_url(url)
     allowed = {"ttl", "name", "timeout", "connect_timeout", "max_connections", "pipeline"}
-    opts = _options(parts.query, allowed, url)
+    opts = _options(parts.query, allowed | TLS_OPTIONS, url)
+    tls = {k: v for k, v in opts.items() if k in TLS_OPTIONS}
     max_conn = opts.get("max_connections", "64")
     if not max_conn.isdigit():
         raise ConfigurationError(f"max_connections must be a whole number in {redact_url(url)!r}")
-    pipeline = opts.get("pipeline", "1").lower()
-    if pipeline not in _BOOLS:
-        raise ConfigurationError(f"pipeline must be 1 or 0 in {redact_url(url)!r}")
     return RedisTier(
         parts._replace(query="").geturl(),
         ttl=parse_duration(opts.get("ttl")),
@@ -180,13 +178,31 @@ def _redis(url: str) -> Tier:
         connect_timeout=parse_duration(opts.get("connect_timeout", "0.5"), "connect_timeout")
         or 0.5,
         max_connections=int(max_conn),
-        pipeline=_BOOLS[pipeline],
+        pipeline=parse_bool(opts.get("pipeline", "1"), f"pipeline in {redact_url(url)!r}"),
+        tls=tls or None,
         name=opts.get("name"),
     )
 
 
+#: TLS options of a ``rediss://`` URL, named as redis-py names them.
+TLS_OPTIONS = frozenset(
+    {"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname"}
+)
+
+
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False}
 _BOOLS.update({"no": False, "off": False})
+
+
+def parse_bool(value: str | bool, what: str) -> bool:
+    """``1/0``, ``true/false``, ``yes/no``, ``on/off`` (any case), as URL options are written."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return _BOOLS[value.strip().lower()]
+    except KeyError:
+        raise ConfigurationError(f"{what} must be 1 or 0, not {value!r}") from None
+
 
 _FACTORIES: dict[str, Callable[[str], Tier]] = {
     "memory": _memory,

@@ -12,11 +12,11 @@ import os
 import re
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlunsplit
 
-from stratacache._config import redact_url, split_url
+from stratacache._config import TLS_OPTIONS, parse_bool, redact_url, split_url
 from stratacache.errors import CacheClosedError, ConfigurationError, missing_extra
 from stratacache.tiers import _pipeline as pl
 from stratacache.tiers._loops import LoopClients
@@ -81,6 +81,7 @@ class RedisTier(Tier, LeaseSupport):
         connect_timeout: float = 0.5,
         max_connections: int = 64,
         pipeline: bool = True,
+        tls: Mapping[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(ttl=ttl, name=name)
@@ -106,6 +107,8 @@ class RedisTier(Tier, LeaseSupport):
             "socket_connect_timeout": connect_timeout,
             "max_connections": max_connections,
         }
+        if tls or scheme == "rediss":
+            self._options.update(_tls_options(scheme, tls or {}, url))
         if self.cluster:
             self._options["ssl"] = scheme == "rediss"
             if parts.password:
@@ -458,6 +461,46 @@ def _blocking_client(cls: Any, pool_cls: Any, url: str, options: dict[str, Any])
 
 async def _aclose_client(conn: _AsyncClient) -> None:
     await conn.client.aclose()
+
+
+_CERT_REQS = ("required", "optional", "none")
+
+
+def _tls_options(scheme: str, tls: Mapping[str, Any], url: str) -> dict[str, Any]:
+    """redis-py's ``ssl_*`` options, checked now: a missing CA file or a typo must fail when
+    the cache is built, not as a stream of handshake errors (each one a miss) later.
+
+    Verification is on unless turned off explicitly: the certificate must chain to the CA
+    (``ssl_ca_certs``, else the system store) and name the host (``ssl_check_hostname``).
+    """
+    where = redact_url(url)
+    if scheme != "rediss":
+        raise ConfigurationError(f"TLS options need a rediss:// URL, not {where!r}")
+    unknown = set(tls) - TLS_OPTIONS
+    if unknown:
+        raise ConfigurationError(f"unknown TLS option(s) {sorted(unknown)} for {where!r}")
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        path = tls.get(name)
+        if path is None:
+            continue
+        try:
+            with open(os.path.expanduser(str(path)), "rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{name} {str(path)!r} for {where!r} cannot be read: {exc.strerror}"
+            ) from None
+        options[name] = os.path.expanduser(str(path))
+    if "ssl_keyfile" in options and "ssl_certfile" not in options:
+        raise ConfigurationError(f"ssl_keyfile without ssl_certfile for {where!r}")
+    reqs = str(tls.get("ssl_cert_reqs", "required")).lower()
+    if reqs not in _CERT_REQS:
+        raise ConfigurationError(f"ssl_cert_reqs must be one of {_CERT_REQS} for {where!r}")
+    options["ssl_cert_reqs"] = reqs
+    check = parse_bool(tls.get("ssl_check_hostname", True), f"ssl_check_hostname for {where!r}")
+    options["ssl_check_hostname"] = check and reqs != "none"
+    return options
 
 
 def _check_address(netloc: str, path: str, url: str, cluster: bool) -> None:
