@@ -58,6 +58,21 @@ def is_plain(value: Any) -> bool:
     return False
 
 
+class KeyBook:
+    """One :class:`TextKeys` per kind of text (documents, queries), rebuilt when the model
+    identity changes, e.g. a user assigning ``model_id`` after construction."""
+
+    def __init__(self) -> None:
+        self._books: dict[str, TextKeys] = {}
+
+    def get(self, model_id: str, kind: str) -> TextKeys:
+        prefix = f"{model_id}:{kind}:"
+        keys = self._books.get(kind)
+        if keys is None or keys.prefix != prefix:
+            keys = self._books[kind] = TextKeys(prefix)
+        return keys
+
+
 class TextKeys:
     """Cache keys of texts, ``<prefix><blake2b-128 of the text>``, remembered per text.
 

@@ -17,7 +17,13 @@ from typing import Any, Final
 from langchain_core.embeddings import Embeddings
 
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
-from stratacache.integrations._vectors import EmbeddingPlan, TextKeys, VectorMemo, is_plain
+from stratacache.integrations._vectors import (
+    EmbeddingPlan,
+    KeyBook,
+    TextKeys,
+    VectorMemo,
+    is_plain,
+)
 from stratacache.keys import digest
 from stratacache.tiered import TieredCache
 from stratacache.tiers.base import MISS
@@ -92,7 +98,7 @@ class CachedEmbeddings(Embeddings):
         self.batch_size = batch_size
         self._stats = AdapterStats("CachedEmbeddings")
         self._memo = VectorMemo(memo_bytes)
-        self._text_keys: dict[str, TextKeys] = {}
+        self._text_keys = KeyBook()
 
     def __repr__(self) -> str:
         return f"<CachedEmbeddings {type(self.underlying).__name__} model_id={self.model_id}>"
@@ -100,12 +106,7 @@ class CachedEmbeddings(Embeddings):
     # -- shared logic -------------------------------------------------------------------------
 
     def _keys(self, kind: str) -> TextKeys:
-        """Key builder for ``kind``; a new one if ``model_id`` was changed since."""
-        prefix = f"{self.model_id}:{kind}:"
-        keys = self._text_keys.get(kind)
-        if keys is None or keys.prefix != prefix:
-            keys = self._text_keys[kind] = TextKeys(prefix)
-        return keys
+        return self._text_keys.get(self.model_id, kind)
 
     def _key(self, text: str, kind: str) -> str:
         return self._keys(kind).key(text)

@@ -27,7 +27,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
 
 from stratacache.errors import ConfigurationError
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
-from stratacache.integrations._vectors import EmbeddingPlan, TextKeys, VectorMemo
+from stratacache.integrations._vectors import EmbeddingPlan, KeyBook, TextKeys, VectorMemo
 from stratacache.integrations.llamaindex._keys import Uncacheable, embedding_identity
 from stratacache.integrations.llamaindex.events import CacheHitEvent, CacheMissEvent, emit
 from stratacache.integrations.llamaindex.ratelimit import metered, settle
@@ -71,17 +71,12 @@ class EmbeddingCacher:
         self.cache_queries = cache_queries
         self.stats = AdapterStats("llamaindex.CachedEmbedding")
         self._memo = VectorMemo(memo_bytes)
-        self._text_keys: dict[str, TextKeys] = {}
+        self._text_keys = KeyBook()
 
     # -- planning (pure) ----------------------------------------------------------------------
 
     def _keys(self, mode: str) -> TextKeys:
-        """Key builder for ``mode``; a new one if ``model_id`` was changed since."""
-        prefix = f"{self.model_id}:{mode}:"
-        keys = self._text_keys.get(mode)
-        if keys is None or keys.prefix != prefix:
-            keys = self._text_keys[mode] = TextKeys(prefix)
-        return keys
+        return self._text_keys.get(self.model_id, mode)
 
     def _key(self, text: str, mode: str) -> str:
         return self._keys(mode).key(text)
