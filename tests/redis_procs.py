@@ -21,13 +21,19 @@ REQUIRE_REDIS = os.environ.get("STRATACACHE_REQUIRE_REDIS") == "1"
 REDIS_SERVER = shutil.which("redis-server")
 
 
-def require_redis_binary() -> str:
-    if REDIS_SERVER is None:
-        message = "redis-server is not on PATH"
+def require_binary(name: str) -> str:
+    """The path of ``name``; a skip on a laptop without it, a failure in CI."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not on PATH"
         if REQUIRE_REDIS:
             pytest.fail(f"{message} and STRATACACHE_REQUIRE_REDIS=1", pytrace=False)
         pytest.skip(message)
-    return REDIS_SERVER
+    return path
+
+
+def require_redis_binary() -> str:
+    return REDIS_SERVER or require_binary("redis-server")
 
 
 def _port_free(port: int) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import pytest
 
 import stratacache as sc
 from stratacache import MISS
-from tests.redis_procs import RedisProcess, free_port
+from tests.redis_procs import RedisProcess, free_port, require_binary
 
 pytestmark = pytest.mark.redis
 
@@ -66,8 +65,7 @@ class TLSServer:
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSServer]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not on PATH")
+    require_binary("openssl")  # the test CA; in CI a missing openssl fails, never skips
     certs = tmp_path_factory.mktemp("certs")
     _ca(certs, "ca")
     _ca(certs, "other-ca")
