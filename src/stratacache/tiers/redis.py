@@ -120,7 +120,6 @@ class RedisTier(Tier, LeaseSupport):
         self._lock = threading.Lock()
         self._client: Any = None
         self._lane: pl.SyncLane | None = None
-        self._keyslot: Callable[[str], int] | None = None
         self._lane_stats = pl.LaneStats()
         self._closed = False
         self._aclients: LoopClients[_AsyncClient] = LoopClients(
@@ -421,36 +420,41 @@ async def _asend_one(client: Any, op: pl.Op, keyslot: Any) -> Any:
     return pl.finish_direct(op, await pl.direct_call(client, op, keyslot is not None))
 
 
-def _send_many(client: Any, ops: list[pl.Op], keyslot: Any) -> None:
+def _prepare(client: Any, ops: list[pl.Op], keyslot: Any) -> tuple[Any, Any] | None:
+    """A pipeline holding ``ops`` and the function that hands out its replies; None (and every
+    op failed) if the batch cannot even be built, e.g. a key the cluster cannot hash: that
+    fails the batch, not the lane."""
     try:
         pipe = _pipe(client, keyslot)
-        finish = pl.fill(pipe, ops, keyslot)
-    except Exception as exc:  # e.g. a key the cluster cannot hash: fail the batch, not the lane
+        return pipe, pl.fill(pipe, ops, keyslot)
+    except Exception as exc:
         for op in ops:
             op.error = exc
+        return None
+
+
+def _send_many(client: Any, ops: list[pl.Op], keyslot: Any) -> None:
+    prepared = _prepare(client, ops, keyslot)
+    if prepared is None:
         return
+    pipe, finish = prepared
     try:
         replies = pipe.execute(raise_on_error=False)
     except Exception as exc:
-        finish(exc)
-    else:
-        finish(replies)
+        replies = exc
+    finish(replies)
 
 
 async def _asend_many(client: Any, ops: list[pl.Op], keyslot: Any) -> None:
-    try:
-        pipe = _pipe(client, keyslot)
-        finish = pl.fill(pipe, ops, keyslot)
-    except Exception as exc:
-        for op in ops:
-            op.error = exc
+    prepared = _prepare(client, ops, keyslot)
+    if prepared is None:
         return
+    pipe, finish = prepared
     try:
         replies = await pipe.execute(raise_on_error=False)
     except Exception as exc:
-        finish(exc)
-    else:
-        finish(replies)
+        replies = exc
+    finish(replies)
 
 
 def _blocking_client(cls: Any, pool_cls: Any, url: str, options: dict[str, Any]) -> Any:
