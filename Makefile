@@ -49,8 +49,8 @@ lock: | $(UV)
 	$(UV) lock --upgrade
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts examples
+	$(BIN)/ruff format --check src tests benchmarks scripts examples
 	$(BIN)/mypy
 
 bench: $(BIN)/.installed

@@ -1,4 +1,4 @@
-"""The ``stratacache`` command: ``demo``, ``doctor``, ``stats``, ``clear`` and ``bench``."""
+"""The ``stratacache`` command: ``run``, ``demo``, ``doctor``, ``stats``, ``clear``, ``bench``."""
 
 from __future__ import annotations
 
@@ -161,6 +161,63 @@ def bench(quick: bool, as_json: bool) -> int:
     return 1 if any(row.raised or row.wrong for row in rows) else 0
 
 
+def run(args: argparse.Namespace) -> int:
+    """Exec the command with caching installed; returns only if that could not happen."""
+    from stratacache._launcher import BOOTSTRAP_DIR, RunOptions, launch
+
+    if args.print_path:
+        print(BOOTSTRAP_DIR)
+        return 0
+    options = RunOptions(
+        command=list(args.argv),
+        tiers=list(args.tiers or []),
+        namespace=args.namespace,
+        semantic=args.semantic,
+        rate_limits=list(args.rate_limit or []),
+        rate_limit_redis=args.rate_limit_redis,
+        quiet=args.quiet,
+        strict=args.strict,
+    )
+    return launch(options)
+
+
+def _add_run(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "run",
+        help="run an unmodified program with caching installed in every framework it imports",
+        description=(
+            "Run CMD (python app.py, python -m pkg, uvicorn app:app, pytest...) with caching "
+            "installed in LangChain, LiteLLM and LlamaIndex as the program imports them, exactly "
+            "as the one-liners would; nothing else changes. A broken configuration prints one "
+            "error and runs CMD uncached (--strict: exit 2). See docs/run.md."
+        ),
+    )
+    cmd.add_argument(
+        "--tiers", nargs="+", action="extend", metavar="URL",
+        help="tier URLs, fastest first (default: $STRATACACHE_URLS, else memory + disk)",
+    )  # fmt: skip
+    cmd.add_argument("--namespace", help="prefix of every namespace written (default: none)")
+    cmd.add_argument(
+        "--semantic", action="store_true", help="also serve paraphrases (semantic extra)"
+    )
+    cmd.add_argument(
+        "--rate-limit", action="append", metavar="MODEL=RPM[:TPM]",
+        help="client-side limit for a model's LiteLLM and LlamaIndex calls (repeatable)",
+    )  # fmt: skip
+    cmd.add_argument(
+        "--rate-limit-redis", metavar="URL", help="share the rate limits through this Redis"
+    )
+    cmd.add_argument("--quiet", action="store_true", help="no summary line at exit")
+    cmd.add_argument(
+        "--strict", action="store_true", help="a configuration error fails instead of running"
+    )
+    cmd.add_argument(
+        "--print-path", action="store_true",
+        help="print the bootstrap directory (for PYTHONPATH with STRATACACHE_AUTO=1) and exit",
+    )  # fmt: skip
+    cmd.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the program")
+
+
 def _default_cache(namespace: str | None) -> Any:
     import stratacache as sc
 
@@ -170,6 +227,7 @@ def _default_cache(namespace: str | None) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stratacache", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
     sub.add_parser("demo", help="offline end-to-end demo with a loopback LLM provider")
     doc = sub.add_parser(
         "doctor", help="versions, reachable tiers, one offline cache hit per installed framework"
@@ -192,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
+    if args.command == "run":
+        return run(args)
     if args.command == "demo":
         return demo()
     if args.command == "doctor":
@@ -201,16 +261,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = _default_cache(args.namespace)
     try:
         if args.command == "stats":
-            summary = cache.stats()
-            if args.json:
-                print(json.dumps(summary, indent=2))
-            else:
-                for tier in summary["tiers"]:
-                    print(f"{tier['name']:<10} {tier['kind']:<8} size={tier['size_bytes']}")
+            return _stats(cache, args.json)
         elif args.command == "clear":
             return _clear(cache, args.namespace)
     finally:
         cache.close()
+    return 0
+
+
+def _stats(cache: Any, as_json: bool) -> int:
+    """The configured tiers, and what caching did in the latest programs run with
+    ``stratacache run`` (or ``STRATACACHE_AUTO=1``), live ones included."""
+    from stratacache._auto import summarize_runs
+
+    summary = cache.stats()
+    runs = summarize_runs()
+    if as_json:
+        print(json.dumps({**summary, "runs": runs}, indent=2))
+        return 0
+    for tier in summary["tiers"]:
+        print(f"{tier['name']:<10} {tier['kind']:<8} size={tier['size_bytes']}")
+    if runs:
+        print("\nprograms run with caching installed (newest first):")
+    for entry in runs:
+        state = "running" if entry["running"] else "ended"
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["started"] or 0))
+        command = " ".join(entry["argv"])[:60]
+        processes = entry["processes"]
+        print(f"  pid {entry['pid']} {state}, started {started}, {processes} proc.: {command}")
+        print(f"    {entry['line']}")
     return 0
 
 

@@ -186,8 +186,12 @@ def test_pool_exhaustion_is_back_pressure_not_a_miss(url: str, mode: str) -> Non
         results = asyncio.run(burst())
     else:
         results = [MISS] * len(keys)
+        # All start together: threads started one by one on a loaded machine can each
+        # finish before the next starts, and then nobody ever waits for a connection.
+        start = threading.Barrier(len(keys))
 
         def worker(n: int) -> None:
+            start.wait()
             results[n] = cache.get(keys[n], MISS)
 
         threads = [threading.Thread(target=worker, args=(n,)) for n in range(len(keys))]

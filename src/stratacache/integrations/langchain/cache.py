@@ -87,16 +87,16 @@ class LLMCache(BaseCache):
         """Decode what the cache returned: ``(generations or None, delete the entry?)``."""
         if raw is MISS:
             self._stats.count("misses")
-            GLOBAL_SAVINGS.record_miss()
+            GLOBAL_SAVINGS.record_miss("langchain")
             return None, False
         try:
             generations, tokens = decode_hit(raw)
         except Exception as exc:
             self._stats.problem("bad_entries", "unusable cache entry dropped (%s)", exc)
-            GLOBAL_SAVINGS.record_miss()
+            GLOBAL_SAVINGS.record_miss("langchain")
             return None, True
         self._stats.count("hits")
-        GLOBAL_SAVINGS.record_hit(tokens=tokens)
+        GLOBAL_SAVINGS.record_hit(tokens=tokens, framework="langchain")
         return generations, False
 
     def _encode(self, return_val: RETURN_VAL_TYPE) -> bytes | None:

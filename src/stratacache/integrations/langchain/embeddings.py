@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from langchain_core.embeddings import Embeddings
 
+from stratacache._stats import GLOBAL_SAVINGS
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
 from stratacache.integrations._vectors import (
     EmbeddingPlan,
@@ -121,8 +122,10 @@ class CachedEmbeddings(Embeddings):
         bad = self._memo.absorb(plan, texts, found)
         if bad:
             self._stats.problem("bad_entries", "%d unusable cached vectors ignored", bad)
-        self._stats.count("hits", len(plan.keys) - len(plan.missing))
-        self._stats.count("misses", len(plan.missing))
+        hits, misses = len(plan.keys) - len(plan.missing), len(plan.missing)
+        self._stats.count("hits", hits)
+        self._stats.count("misses", misses)
+        GLOBAL_SAVINGS.record_embeddings("langchain", hits, misses)
         return list(plan.missing.items())
 
     def _chunks(self, pairs: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:

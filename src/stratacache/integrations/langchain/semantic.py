@@ -236,7 +236,7 @@ class SemanticLLMCache(LLMCache):
 
     def _miss(self) -> None:
         self._stats.count("misses")
-        GLOBAL_SAVINGS.record_miss()
+        GLOBAL_SAVINGS.record_miss("langchain")
 
     def _served(self, value: Any) -> list[Generation] | None:
         if value is None:
@@ -249,7 +249,7 @@ class SemanticLLMCache(LLMCache):
             self._miss()
             return None
         self._stats.count("semantic_hits")
-        GLOBAL_SAVINGS.record_hit(tokens=usage_tokens(generations))
+        GLOBAL_SAVINGS.record_hit(tokens=usage_tokens(generations), framework="langchain")
         return generations
 
     @staticmethod

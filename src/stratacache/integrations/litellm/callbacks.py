@@ -166,11 +166,13 @@ class StatsCallback(CustomLogger):
                 bucket["tokens_saved"] += prompt + completion
                 bucket["cost_saved"] += cost
                 bucket["latency_saved"] += latency or 0.0
-            GLOBAL_SAVINGS.record_hit(tokens=prompt + completion, cost=cost, latency=latency or 0.0)
+            GLOBAL_SAVINGS.record_hit(
+                tokens=prompt + completion, cost=cost, latency=latency or 0.0, framework="litellm"
+            )
         else:
             with self._lock:
                 self._bucket(model)["misses"] += 1
-            GLOBAL_SAVINGS.record_miss()
+            GLOBAL_SAVINGS.record_miss("litellm")
 
     def log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any

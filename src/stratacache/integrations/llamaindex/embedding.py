@@ -25,6 +25,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
 
+from stratacache._stats import GLOBAL_SAVINGS
 from stratacache.errors import ConfigurationError
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
 from stratacache.integrations._vectors import EmbeddingPlan, KeyBook, TextKeys, VectorMemo
@@ -94,6 +95,7 @@ class EmbeddingCacher:
         hits, misses = len(plan.keys) - len(plan.missing), len(plan.missing)
         self.stats.count("hits", hits)
         self.stats.count("misses", misses)
+        GLOBAL_SAVINGS.record_embeddings("llamaindex", hits, misses)
         if hits:
             emit(CacheHitEvent, kind="embedding", method=method, count=hits)
         if misses:

@@ -253,12 +253,12 @@ class LLMCacher:
             if isinstance(raw, dict) and raw.get("v") == _FORMAT and ("r" in raw or "s" in raw):
                 tokens = raw.get("t") if isinstance(raw.get("t"), int) else None
                 self.stats.count("hits")
-                GLOBAL_SAVINGS.record_hit(tokens=tokens or 0)
+                GLOBAL_SAVINGS.record_hit(tokens=tokens or 0, framework="llamaindex")
                 emit(CacheHitEvent, kind="llm", method=method, key=key, tokens=tokens)
                 return raw
             self.stats.problem("bad_entries", "an unusable cache entry was ignored")
         self.stats.count("misses")
-        GLOBAL_SAVINGS.record_miss()
+        GLOBAL_SAVINGS.record_miss("llamaindex")
         emit(CacheMissEvent, kind="llm", method=method, key=key)
         return None
 
