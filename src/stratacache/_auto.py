@@ -182,15 +182,17 @@ def check(env: Mapping[str, str]) -> AutoConfig:
 # -- the runtime: one per process ---------------------------------------------------------------
 
 
+def _say(line: str) -> None:
+    """One line on stderr, if the program still has one (pythonw, closed at exit: no)."""
+    with contextlib.suppress(Exception):
+        print(line, file=sys.stderr, flush=True)
+
+
 def _fail(what: str, exc: BaseException, strict: bool) -> None:
     """One clear line for what is left uncached; in strict mode the error propagates."""
     if strict:
         raise exc
-    print(
-        f"stratacache: {what} runs uncached: {type(exc).__name__}: {exc}",
-        file=sys.stderr,
-        flush=True,
-    )
+    _say(f"stratacache: {what} runs uncached: {type(exc).__name__}: {exc}")
 
 
 class _Runtime:
@@ -303,7 +305,7 @@ class _Runtime:
     def counters(self) -> dict[str, dict[str, float]]:
         """This process' per-framework counters (since it was forked, for a forked child)."""
         now = GLOBAL_SAVINGS.by_framework()
-        for name in self.installed:
+        for name in list(self.installed):
             now.setdefault(name, dict.fromkeys(FRAMEWORK_FIELDS, 0))
         out: dict[str, dict[str, float]] = {}
         for name, bucket in now.items():
@@ -385,12 +387,12 @@ class _Runtime:
             self._wake.clear()
             if self._report_asked:
                 self._report_asked = False
-                print(self.line(self.counters()), file=sys.stderr, flush=True)
+                _say(self.line(self.counters()))
             self._dirty = False
             self.write()
 
     def line(self, counters: Mapping[str, Mapping[str, float]]) -> str:
-        done = [n for n, obj in self.installed.items() if obj is not None and n not in self._kept]
+        done = [n for n, obj in list(self.installed.items()) if obj and n not in self._kept]
         return format_line(counters, done)
 
     def ask_report(self) -> None:
@@ -409,9 +411,9 @@ class _Runtime:
             if report.get("pid") == os.getpid():
                 continue
             _add(totals, report.get("frameworks", {}))
-        active = any(obj is not None for obj in self.installed.values())
+        active = any(obj is not None for obj in list(self.installed.values()))
         if active or any(any(c.values()) for c in totals.values()):
-            print(self.line(totals), file=sys.stderr, flush=True)
+            _say(self.line(totals))
 
     def check_kept(self) -> None:
         """A program that replaced our cache after we installed it keeps its own: say so."""

@@ -365,3 +365,51 @@ def test_llamaindex_model_that_cannot_be_cached_is_declined_once(
         for _ in range(5):
             assert settings.embed_model is model
     assert sum("not cached" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_rate_limit_reaches_the_llamaindex_model_unless_it_has_its_own() -> None:
+    from llama_index.core.llms import MockLLM
+
+    from stratacache.integrations.llamaindex.ratelimit import RateLimiter
+
+    config = _auto.AutoConfig(rate_limits={"*": {"rpm": 600.0, "tpm": 100000.0}})
+    own = MockLLM()
+    mine = RateLimiter(rpm=5)
+    own.rate_limiter = mine
+    _auto._limit_llamaindex(config, own)
+    assert own.rate_limiter is mine  # the program's own limiter is kept
+    llm = MockLLM()
+    _auto._limit_llamaindex(config, llm)
+    assert isinstance(llm.rate_limiter, RateLimiter)
+    assert llm.rate_limiter.limiter.rpm == 600.0
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stratacache.cli", *args],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_run_prints_the_bootstrap_path_and_fails_like_a_shell() -> None:
+    out = _cli("run", "--print-path")
+    assert out.stdout.strip() == BOOTSTRAP_DIR
+    assert (Path(BOOTSTRAP_DIR) / "sitecustomize.py").is_file()
+    missing = _cli("run", "--", "no-such-command-here")
+    assert missing.returncode == 127
+    assert "command not found: no-such-command-here" in missing.stderr
+    empty = _cli("run")
+    assert empty.returncode == 2
+    assert "no command" in empty.stderr
+
+
+def test_run_passes_the_exit_status_and_arguments_through(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATACACHE_")}
+    env["STRATACACHE_DIR"] = str(tmp_path)
+    code = "import os, sys; print(os.environ['STRATACACHE_AUTO'], sys.argv[1:]); sys.exit(7)"
+    out = _cli("run", "--quiet", "--", sys.executable, "-c", code, "a", "--b", env=env)
+    assert out.returncode == 7
+    assert out.stdout.strip() == "1 ['a', '--b']"
