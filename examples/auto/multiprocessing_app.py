@@ -1,5 +1,7 @@
-"""Worker pools with no caching code in them. The parent checks the model with LangChain, then
-a spawn pool asks LiteLLM and a fork pool asks LangChain (inheriting the parent's client).
+"""Worker pools with no caching code in them. A spawn pool asks LiteLLM and a fork pool asks
+LangChain, which the parent imported before forking (so the forked workers inherit whatever the
+parent set up). The parent makes no call itself before forking: forked workers would share its
+open HTTP connection, a classic fork hazard that has nothing to do with caching.
 Under the launcher, every worker process is cached too:
 
     stratacache run -- python examples/auto/multiprocessing_app.py
@@ -40,7 +42,8 @@ def ask_langchain(question: str) -> str:
 
 
 def main() -> None:
-    print(f"check: {ask_langchain('parent: are you there?')}")  # before any worker starts
+    import langchain_openai  # noqa: F401 - imported by the parent, inherited by the fork pool
+
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         spawned = pool.map(ask_litellm, SPAWN_QUESTIONS, chunksize=1)
     with multiprocessing.get_context("fork").Pool(2) as pool:
