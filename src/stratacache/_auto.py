@@ -594,19 +594,18 @@ def _install_langchain(rt: _Runtime) -> Any:
         return None
     # The modules themselves, not the stratacache.langchain facade: it imports every adapter
     # (retriever, embeddings, stores), ~0.6 s that a program caching its LLM calls never needs.
+    cls: Any
     if rt.config.semantic:
-        from stratacache.integrations.langchain.semantic import SemanticLLMCache
-
-        llm_cache: Any = SemanticLLMCache(rt.cache())
+        from stratacache.integrations.langchain.semantic import SemanticLLMCache as cls
     else:
-        from stratacache.integrations.langchain.cache import LLMCache
-
-        llm_cache = LLMCache(rt.cache())
+        from stratacache.integrations.langchain.cache import LLMCache as cls
     if rt.config.rate_limits:
-        logger.warning(
-            "stratacache: --rate-limit applies to LiteLLM and LlamaIndex models; a LangChain "
-            "model takes a limiter in its own rate_limiter= (docs/ratelimit.md)"
-        )
+        from stratacache.integrations.langchain._limited import ModelLimits, rate_limited
+
+        limits = ModelLimits(rt.config.rate_limits, rt.config.rate_limit_redis)
+        llm_cache = rate_limited(cls, limits, rt.cache())
+    else:
+        llm_cache = cls(rt.cache())
     set_llm_cache(llm_cache)
     return llm_cache
 

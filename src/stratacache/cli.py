@@ -202,7 +202,7 @@ def _add_run(sub: Any) -> None:
     )
     cmd.add_argument(
         "--rate-limit", action="append", metavar="MODEL=RPM[:TPM]",
-        help="client-side limit for a model's LiteLLM and LlamaIndex calls (repeatable)",
+        help="client-side RPM (and TPM) limit for a model's calls, any framework (repeatable)",
     )  # fmt: skip
     cmd.add_argument(
         "--rate-limit-redis", metavar="URL", help="share the rate limits through this Redis"
