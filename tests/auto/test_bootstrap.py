@@ -415,3 +415,32 @@ def test_run_passes_the_exit_status_and_arguments_through(tmp_path: Path) -> Non
     out = _cli("run", "--quiet", "--", sys.executable, "-c", code, "a", "--b", env=env)
     assert out.returncode == 7
     assert out.stdout.strip() == "1 ['a', '--b']"
+
+
+def test_sigusr1_prints_the_summary_while_the_program_runs(tmp_path: Path) -> None:
+    out = _python(
+        """
+        import os, signal, time
+        from langchain_core.language_models.fake_chat_models import FakeListChatModel
+        model = FakeListChatModel(responses=["a", "b"])
+        model.invoke("q"); model.invoke("q")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(1.0)  # the reporter thread prints it
+        print("still running")
+        """,
+        _env(tmp_path, STRATACACHE_QUIET="1"),  # quiet: no line at exit, so this one is USR1's
+    )
+    assert out.stdout.strip() == "still running", out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("stratacache:")]
+    assert lines == [
+        "stratacache: langchain 1 hit / 1 miss, 1 provider call avoided, 0 tokens saved"
+    ], out.stderr
+
+
+def test_sigusr1_before_any_framework_says_so(tmp_path: Path) -> None:
+    out = _python(
+        "import os, signal, time; os.kill(os.getpid(), signal.SIGUSR1); time.sleep(0.2)",
+        _env(tmp_path),
+    )
+    assert out.returncode == 0
+    assert "stratacache: no LangChain, LiteLLM or LlamaIndex import yet" in out.stderr
