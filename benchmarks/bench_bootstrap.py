@@ -2,7 +2,8 @@
 
     python benchmarks/bench_bootstrap.py [--runs 40]
 
-Each row is the median wall time of a fresh interpreter running a tiny program:
+Each row is the median wall time of a fresh interpreter running a tiny program (cases run
+round robin, so load drift hits them alike):
 
 * ``python -c pass``: plain; with the bootstrap on ``PYTHONPATH`` and ``STRATACACHE_AUTO=1``;
   with the bootstrap present but off (``STRATACACHE_AUTO=0``). The target: ≤20 ms added for a
@@ -42,13 +43,10 @@ CASES = [
 ]
 
 
-def median_ms(code: str, env: dict[str, str], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+def _once(code: str, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -59,13 +57,22 @@ def main() -> None:
     base.pop("PYTHONPATH", None)
     base["STRATACACHE_DIR"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sc-bench-boot")
     base["STRATACACHE_QUIET"] = "1"
-    results: dict[tuple[str, str], float] = {}
-    for program, code, mode, extra in CASES:
+    envs = []
+    for _program, code, mode, extra in CASES:
         env = dict(base, **extra)
         if mode.startswith("bootstrap"):
             env["PYTHONPATH"] = BOOTSTRAP_DIR
-        median_ms(code, env, 3)  # warm the .pyc files
-        results[program, mode] = median_ms(code, env, args.runs)
+        _once(code, env)  # warm the .pyc files
+        envs.append((code, env))
+    # Round robin: every case once per round, so that drift in the machine's load hits all alike.
+    samples: list[list[float]] = [[] for _ in CASES]
+    for _ in range(args.runs):
+        for i, (code, env) in enumerate(envs):
+            samples[i].append(_once(code, env))
+    results = {
+        (program, mode): statistics.median(samples[i]) * 1000
+        for i, (program, _, mode, _) in enumerate(CASES)
+    }
     print(f"{'program':<24} {'mode':<24} {'median ms':>10} {'vs plain':>10}")
     for program, _, mode, _ in CASES:
         value = results[program, mode]
