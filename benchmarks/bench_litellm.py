@@ -13,6 +13,8 @@ Prints the median µs per hit and the delta against litellm's in-memory hit. The
 delta of at most 200 µs for stratacache's disk and redis hits, and for memory+redis.
 
     python benchmarks/bench_litellm.py [--quick]
+
+The measuring code is ``stratacache._peers``, which ``stratacache bench`` runs too.
 """
 
 from __future__ import annotations
@@ -23,10 +25,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import argparse
 import contextlib
-import gc
 import shutil
 import socket
-import statistics
 import subprocess
 import tempfile
 import time
@@ -37,22 +37,12 @@ from typing import Any
 
 warnings.simplefilter("ignore")
 
-import litellm  # noqa: E402
 from litellm.caching.caching import Cache  # noqa: E402
+from litellm.types.caching import LiteLLMCacheType  # noqa: E402
 
 import stratacache as sc  # noqa: E402
-import stratacache.litellm as scl  # noqa: E402
-from stratacache.integrations.litellm._compat import (  # noqa: E402
-    apply_hit_patch,
-    litellm_version,
-    revert_hit_patch,
-)
-
-MESSAGES = [
-    {"role": "system", "content": "You are a concise assistant."},
-    {"role": "user", "content": "Explain multi-level caching for LLM pipelines. " * 8},
-]
-ANSWER = "A multi-level cache checks fast local tiers before slower shared ones. " * 6
+from stratacache._peers import LITELLM_ANSWER, Variant, litellm_hits, litellm_state  # noqa: E402
+from stratacache.integrations.litellm._compat import litellm_version  # noqa: E402
 
 
 def free_port() -> int:
@@ -84,59 +74,6 @@ def redis_server(directory: Path) -> Iterator[int | None]:
         proc.wait(10)
 
 
-def call() -> Any:
-    return litellm.completion(
-        model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER, temperature=0
-    )
-
-
-class Variant:
-    """One cache set-up that can be switched on and off, so rounds can interleave variants:
-    on a shared 2-core VM, timings drift by hundreds of µs from minute to minute, and
-    measuring each variant in its own time window would mostly measure the drift."""
-
-    def __init__(self, name: str, litellm_cache: Cache | None, ours: sc.TieredCache | None):
-        self.name, self.litellm_cache, self.ours = name, litellm_cache, ours
-        self.samples: list[float] = []
-
-    def __enter__(self) -> Variant:
-        if self.ours is not None:
-            scl.install(self.ours)
-        else:
-            # What `litellm.cache = Cache(...)` does on construction, and what
-            # `disable_cache()` undid on the previous exit: the "cache" callback markers.
-            litellm.cache = self.litellm_cache
-            for name in ("input_callback", "success_callback", "_async_success_callback"):
-                if "cache" not in getattr(litellm, name):
-                    getattr(litellm, name).append("cache")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.ours is not None:
-            scl.uninstall()
-        else:
-            litellm.disable_cache()
-
-    def warm(self) -> None:
-        with self:
-            call()
-            time.sleep(0.05)
-            assert call()._hidden_params.get("cache_hit") is True, f"{self.name}: not a hit"
-            for _ in range(50):
-                call()
-
-    def measure(self, ops: int) -> None:
-        with self:
-            gc.disable()
-            try:
-                start = time.perf_counter()
-                for _ in range(ops):
-                    call()
-                self.samples.append((time.perf_counter() - start) / ops * 1e6)
-            finally:
-                gc.enable()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer hits (CI smoke run)")
@@ -144,13 +81,16 @@ def main() -> None:
     ops, rounds = (200, 3) if args.quick else (500, 9)
     # litellm 1.106-1.110 crash on every hit without fastapi (litellm#42195), its own caches
     # included: the same workaround serves every variant, so the comparison stays fair.
-    patched = apply_hit_patch()
-    with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as port:
+    with (
+        litellm_state() as patched,
+        tempfile.TemporaryDirectory() as tmp,
+        redis_server(Path(tmp)) as port,
+    ):
         root = Path(tmp)
         variants = [Variant("litellm memory (reference)", Cache(), None)]
         try:  # litellm 1.110 dropped its disk cache type
-            disk = Cache(type="disk", disk_cache_dir=str(root / "ld"))
-            variants.append(Variant("litellm disk", disk, None))
+            options: dict[str, Any] = {"type": "disk", "disk_cache_dir": str(root / "ld")}
+            variants.append(Variant("litellm disk", Cache(**options), None))
         except Exception as exc:  # the peer is optional here
             print(f"litellm disk: not available in this litellm ({exc})")
         variants += [
@@ -164,7 +104,9 @@ def main() -> None:
         if port is not None:
             variants += [
                 Variant(
-                    "litellm redis", Cache(type="redis", host="127.0.0.1", port=str(port)), None
+                    "litellm redis",
+                    Cache(type=LiteLLMCacheType.REDIS, host="127.0.0.1", port=str(port)),
+                    None,
                 ),
                 Variant(
                     "stratacache redis",
@@ -177,23 +119,17 @@ def main() -> None:
                     sc.TieredCache.from_urls("memory://", f"redis://127.0.0.1:{port}/0"),
                 ),
             ]
-        for variant in variants:
-            variant.warm()
-        for _ in range(rounds):
-            for variant in variants:
-                variant.measure(ops)
-        for variant in variants:
-            if variant.ours is not None:
-                variant.ours.close()
-    results = {v.name: statistics.median(v.samples) for v in variants}
-    if patched:
-        revert_hit_patch()
+        measured = litellm_hits(variants, ops, rounds)
+    results = {name: m.seconds * 1e6 for name, m in measured.items()}
+    wrong = {name: m.answer for name, m in measured.items() if m.answer != LITELLM_ANSWER}
     reference = results["litellm memory (reference)"]
     repair = "applied" if patched else "not needed"
     print(f"litellm {litellm_version()}, #42195 workaround {repair}")
     print(f"{'cache hit through litellm.completion':40} {'µs/hit':>9} {'vs litellm memory':>18}")
     for name, value in results.items():
         print(f"{name:40} {value:9.0f} {value - reference:+17.0f}")
+    for name, answer in wrong.items():
+        print(f"!! {name} answered {answer[:60]!r}")
     if "stratacache redis" not in results:
         print("(redis-server not found: redis variants skipped)")
 

@@ -19,14 +19,6 @@ def run(*args: str, env_dir: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_demo_serves_repeats_from_cache_and_survives_a_dead_redis(tmp_path: Path) -> None:
-    out = run("demo", env_dir=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "provider requests so far: 2" in out.stdout  # three questions, one repeated
-    assert "memory hits 2, disk hits 2, provider requests still 2" in out.stdout
-    assert "redis errors 3" in out.stdout
-
-
 def test_stats_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import stratacache as sc
 
@@ -153,7 +145,8 @@ def test_bench_quick_json_has_no_spurious_misses_and_leaves_user_data_alone(
     disk_only = {"STRATACACHE_URLS": f"disk://{tmp_path}/only-disk"}
     for extra_env, kinds in (({}, ["memory", "disk"]), (disk_only, ["disk"])):
         out = subprocess.run(
-            [sys.executable, "-m", "stratacache.cli", "bench", "--quick", "--json"],
+            [sys.executable, "-m", "stratacache.cli", "bench", "--quick", "--json",
+             "--only", "concurrency"],
             capture_output=True, text=True, timeout=60,
             env={**os.environ, "STRATACACHE_DIR": str(tmp_path), "STRATACACHE_URLS": "",
                  **extra_env},
@@ -183,3 +176,30 @@ def test_bench_quick_json_has_no_spurious_misses_and_leaves_user_data_alone(
         assert cache.get("mine") == "untouched"
     with sc.TieredCache.default(namespace=_bench.NAMESPACE) as cache:
         assert cache.get(_bench.bench_key(0)) is None
+
+
+@pytest.mark.slow
+def test_bench_compares_with_the_frameworks_own_caches(tmp_path: Path) -> None:
+    """`stratacache bench --only peers`: a row per comparison, both sides served the same
+    cached answer, ratios printed; nothing written to the configured cache."""
+    import json
+
+    env = {**os.environ, "STRATACACHE_DIR": str(tmp_path / "conf"), "STRATACACHE_URLS": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "stratacache.cli", "bench", "--quick", "--json", "--only", "peers"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    measured = [row for row in report["peers"] if not row["skipped"]]
+    assert {row["framework"] for row in measured} == {"langchain", "litellm"}
+    for row in measured:
+        assert row["peer_answer"] == row["stratacache_answer"], row
+        assert row["ratio"] == pytest.approx(row["stratacache_us"] / row["peer_us"])
+    assert "rows" not in report  # --only peers: no concurrency part
+    assert not (tmp_path / "conf").exists() or not any((tmp_path / "conf").rglob("*.db"))
+    text = subprocess.run(
+        [sys.executable, "-m", "stratacache.cli", "bench", "--quick", "--only", "peers"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert "InMemoryCache" in text.stdout and "x" in text.stdout, text.stdout

@@ -1,11 +1,12 @@
-"""The ``stratacache`` command: ``run``, ``demo``, ``doctor``, ``stats``, ``clear``, ``bench``."""
+"""The ``stratacache`` command: ``run``, ``demo``, ``doctor``, ``stats``, ``clear``, ``bench``,
+``export``, ``import``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,77 +18,12 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:8.2f} ms"
 
 
-def demo() -> int:
-    """End to end, offline: a real OpenAI client against the loopback provider, cached by a
-    memory + disk TieredCache, then a second "process" that starts cold, then a dead Redis."""
-    try:
-        import openai
+def demo(as_json: bool, chart: str | None) -> int:
+    """The three frameworks through their real clients, cold and then as a new process would,
+    against the loopback provider (``stratacache._demo``; docs/demo.md)."""
+    from stratacache import _demo
 
-        from stratacache.testing import OpenAICompatServer
-    except ImportError as exc:
-        print(f"the demo needs the optional clients: pip install 'stratacache[all]' ({exc})")
-        return 1
-    import stratacache as sc
-
-    workdir = tempfile.mkdtemp(prefix="stratacache-demo-")
-    urls = ("memory://?max_bytes=64MB", f"disk://{workdir}/disk?max_bytes=256MB")
-    questions = ["What is a cache?", "Why do LLM apps need one?", "What is a cache?"]
-    with OpenAICompatServer(latency=0.3) as server:
-        client = openai.OpenAI(base_url=server.base_url, api_key="demo", max_retries=0)
-
-        def ask(cache: sc.TieredCache, question: str) -> tuple[str, float]:
-            messages: list[Any] = [{"role": "user", "content": question}]
-            key = sc.make_key(model="demo-model", messages=messages, temperature=0)
-
-            def call_llm() -> dict[str, Any]:
-                reply = client.chat.completions.create(
-                    model="demo-model",
-                    messages=messages,
-                    temperature=0,
-                )
-                return reply.model_dump(mode="json")
-
-            start = time.perf_counter()
-            response = cache.get_or_set(key, call_llm)
-            content = str(response["choices"][0]["message"]["content"])
-            return content, time.perf_counter() - start
-
-        print(f"loopback OpenAI-compatible provider at {server.base_url} (300 ms per call)")
-        print(f"tiers: {' -> '.join(urls)}\n")
-        print("1) first process: the third question repeats the first")
-        with sc.TieredCache.from_urls(*urls, namespace="demo") as cache:
-            for question in questions:
-                answer, took = ask(cache, question)
-                print(f"   {_ms(took)}  {question!r} -> {answer[:48]!r}")
-        print(f"   provider requests so far: {server.stats.requests.get('chat', 0)}\n")
-
-        print("2) a new process: empty memory tier, answers come from disk and are promoted")
-        with sc.TieredCache.from_urls(*urls, namespace="demo") as cache:
-            for question in questions[:2] * 2:
-                _, took = ask(cache, question)
-                print(f"   {_ms(took)}  {question!r}")
-            tiers = cache.stats()["tiers"]
-            print(
-                f"   memory hits {tiers[0]['hits']}, disk hits {tiers[1]['hits']}, "
-                f"provider requests still {server.stats.requests.get('chat', 0)}\n"
-            )
-
-        print("3) a Redis tier that is down: a miss, logged once, never an exception")
-        dead = "redis://127.0.0.1:1/0?timeout=100ms&connect_timeout=100ms"
-        with sc.TieredCache.from_urls(*urls, dead, namespace="demo") as cache:
-            start = time.perf_counter()
-            for i in range(200):
-                cache.get_or_set(f"n{i}", lambda: i * i)  # noqa: B023 - called at once
-            took = time.perf_counter() - start
-            redis = cache.stats()["tiers"][2]
-            print(
-                f"   200 calls in {_ms(took)}: redis errors {redis['errors']}, "
-                f"calls skipped by the circuit breaker {redis['skipped']}\n"
-            )
-            print("cache.stats():")
-            print(json.dumps(cache.stats(), indent=2))
-    print(f"\n(demo data in {workdir})")
-    return 0
+    return _demo.main(as_json=as_json, chart=chart)
 
 
 def doctor(as_json: bool) -> int:
@@ -115,10 +51,35 @@ def doctor(as_json: bool) -> int:
     return 1 if broken else 0
 
 
-def bench(quick: bool, as_json: bool) -> int:
-    """Many concurrent callers (async tasks and threads) reading the configured cache, under
-    its own namespace, which is cleared at the end; 1 if a call raised or returned a wrong
-    value (spurious misses are a finding, not a failure)."""
+def bench(quick: bool, as_json: bool, only: str | None = None) -> int:
+    """Side by side with the frameworks' own caches (``_peers``, in temporary directories),
+    then many concurrent callers reading the configured cache under its own namespace, which is
+    cleared at the end; 1 if a call raised, returned a wrong value, or a peer comparison saw
+    different answers (spurious misses are a finding, not a failure)."""
+    report: dict[str, Any] = {"quick": quick}
+    failed = False
+    if only in (None, "peers"):
+        from stratacache import _peers
+
+        if not as_json:
+            print("side by side with the frameworks' own caches (ratio < 1: stratacache is "
+                  "faster)", file=sys.stderr, flush=True)  # fmt: skip
+        peers = _peers.run_peers(quick)
+        report["peers"] = peers
+        failed = any(
+            not row["skipped"] and row["peer_answer"] != row["stratacache_answer"] for row in peers
+        )
+        if not as_json:
+            print(_peers.render_peers(peers))
+    if only in (None, "concurrency"):
+        report.update(_concurrency(quick, as_json))
+        failed = failed or report.pop("_failed")
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    return 1 if failed else 0
+
+
+def _concurrency(quick: bool, as_json: bool) -> dict[str, Any]:
     import stratacache as sc
     from stratacache import _bench
 
@@ -147,18 +108,15 @@ def bench(quick: bool, as_json: bool) -> int:
     rows = _bench.run_cache(
         make, backend=backend, sizes=sizes, progress=None if as_json else progress
     )
-    if as_json:
-        report = {
-            "namespace": _bench.NAMESPACE,
-            "quick": quick,
-            "tiers": tiers,
-            "rows": [row.as_dict() for row in rows],
-            "ratios": _bench.ratios(rows),
-        }
-        print(json.dumps(report, indent=2))
-    else:
+    if not as_json:
         print(_bench.render(rows))
-    return 1 if any(row.raised or row.wrong for row in rows) else 0
+    return {
+        "namespace": _bench.NAMESPACE,
+        "tiers": tiers,
+        "rows": [row.as_dict() for row in rows],
+        "ratios": _bench.ratios(rows),
+        "_failed": any(row.raised or row.wrong for row in rows),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -228,7 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stratacache", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
-    sub.add_parser("demo", help="offline end-to-end demo with a loopback LLM provider")
+    demo_cmd = sub.add_parser(
+        "demo",
+        help="offline: LangChain, LiteLLM and LlamaIndex cold vs warm through the real clients",
+    )
+    demo_cmd.add_argument("--json", action="store_true", help="print only the JSON summary")
+    demo_cmd.add_argument("--chart", metavar="PATH", help="where to write the PNG chart")
     doc = sub.add_parser(
         "doctor", help="versions, reachable tiers, one offline cache hit per installed framework"
     )
@@ -244,20 +207,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     bench_cmd = sub.add_parser(
         "bench",
-        help="concurrency benchmark of the default cache: 1-2000 async callers and threads",
+        help="side by side with the frameworks' own caches, then 1-2000 concurrent callers",
     )
     bench_cmd.add_argument("--quick", action="store_true", help="fewer calls, about a second")
     bench_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    bench_cmd.add_argument(
+        "--only", choices=["peers", "concurrency"], help="run one of the two parts"
+    )
+    _add_transfer(sub)
     args = parser.parse_args(argv)
 
     if args.command == "run":
         return run(args)
     if args.command == "demo":
-        return demo()
+        return demo(args.json, args.chart)
     if args.command == "doctor":
         return doctor(args.json)
     if args.command == "bench":
-        return bench(args.quick, args.json)
+        return bench(args.quick, args.json, args.only)
+    if args.command == "export":
+        return export(args.file, args.namespace)
+    if args.command == "import":
+        return import_(args.file, args.namespace)
     cache = _default_cache(args.namespace)
     try:
         if args.command == "stats":
@@ -312,6 +283,154 @@ def _clear(cache: Any, namespace: str | None) -> int:
         else:
             print(f"cleared namespace {name!r}")
     return 1 if failed else 0
+
+
+def _add_transfer(sub: Any) -> None:
+    exp = sub.add_parser(
+        "export",
+        help="write the live entries of the default cache to a JSON-lines file (cache warming)",
+        description=(
+            "Write every live entry of the configured cache ($STRATACACHE_URLS, else memory + "
+            "disk under $STRATACACHE_DIR) as JSON lines, with the time each has left. "
+            "Exit 0 on success, 2 if FILE cannot be written, 3 if a tier failed."
+        ),
+    )
+    exp.add_argument("file", metavar="FILE", help="output file, '-' for stdout")
+    imp = sub.add_parser(
+        "import",
+        help="write the entries of an export file into the default cache",
+        description=(
+            "Validate every line of an export and write the entries into every tier of the "
+            "configured cache, each with the time it had left at export minus the time since. "
+            "Exit 0 when every entry was imported, 1 if lines were skipped, 2 if FILE or its "
+            "header cannot be read, 3 if a tier failed."
+        ),
+    )
+    imp.add_argument("file", metavar="FILE", help="export file, '-' for stdin")
+    for cmd in (exp, imp):
+        cmd.add_argument(
+            "--namespace", action="append", metavar="NS",
+            help="only this namespace (repeatable; default: every namespace)",
+        )  # fmt: skip
+
+
+def _transfer_cache() -> Any:
+    """The configured cache, or None after printing why it could not be built."""
+    import stratacache as sc
+    from stratacache.errors import StrataCacheError
+
+    try:
+        return sc.TieredCache.default()
+    except StrataCacheError as exc:
+        print(f"stratacache: cannot open the configured cache: {exc}", file=sys.stderr)
+        return None
+
+
+def _check_namespaces(namespaces: list[str] | None) -> bool:
+    from stratacache.errors import ConfigurationError
+    from stratacache.keys import check_namespace
+
+    for name in namespaces or ():
+        try:
+            check_namespace(name)
+        except ConfigurationError as exc:
+            print(f"stratacache: {exc}", file=sys.stderr)
+            return False
+    return True
+
+
+def export(file: str, namespaces: list[str] | None) -> int:
+    """``stratacache export FILE``: to a temporary file renamed at the end, so that a failed
+    export never leaves a truncated FILE that looks complete."""
+    import os
+
+    from stratacache import _transfer
+    from stratacache.errors import StrataCacheError
+
+    if not _check_namespaces(namespaces):
+        return 2
+    cache = _transfer_cache()
+    if cache is None:
+        return 3
+    progress = _transfer.Progress("exported")
+    tmp = f"{file}.{os.getpid()}.tmp"
+    try:
+        if file == "-":
+            result = _transfer.export_cache(cache, sys.stdout, namespaces, progress)
+        else:
+            try:
+                out = open(tmp, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+            except OSError as exc:
+                print(f"stratacache: cannot write {file}: {exc}", file=sys.stderr)
+                return 2
+            try:
+                with out:
+                    result = _transfer.export_cache(cache, out, namespaces, progress)
+                os.replace(tmp, file)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+    except StrataCacheError as exc:
+        progress.done()
+        print(f"stratacache: export failed, output incomplete: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:
+        progress.done()
+        print(f"stratacache: cannot write {file}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cache.close()
+    progress.done()
+    line = f"exported {result.entries} entries from {result.namespaces} namespaces"
+    left = [f"{n} {what}" for n, what in ((result.expired, "expired"), (result.corrupt, "corrupt"))
+            if n]  # fmt: skip
+    if left:
+        line += f" (left out: {', '.join(left)})"
+    print(line, file=sys.stderr)
+    return 0
+
+
+def import_(file: str, namespaces: list[str] | None) -> int:
+    """``stratacache import FILE``; the exit code tells a script whether all lines made it."""
+    from stratacache import _transfer
+    from stratacache.errors import StrataCacheError
+
+    if not _check_namespaces(namespaces):
+        return 2
+    try:
+        source: Any = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"stratacache: cannot read {file}: {exc}", file=sys.stderr)
+        return 2
+    cache = _transfer_cache()
+    if cache is None:
+        if file != "-":
+            source.close()
+        return 3
+    progress = _transfer.Progress("imported")
+    try:
+        result = _transfer.import_cache(cache, source, namespaces, progress)
+    except _transfer.HeaderError as exc:
+        progress.done()
+        print(f"stratacache: {file} is not a readable export: {exc}", file=sys.stderr)
+        return 2
+    except StrataCacheError as exc:
+        progress.done()
+        print(f"stratacache: import stopped: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:
+        progress.done()
+        print(f"stratacache: cannot read {file}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cache.close()
+        if file != "-":
+            source.close()
+    progress.done()
+    for line in _transfer.summary(result):
+        print(line, file=sys.stderr)
+    return 1 if result.skipped else 0
 
 
 if __name__ == "__main__":

@@ -204,6 +204,8 @@ class TieredCache:
         )
         self._gens: dict[str, tuple[int, float]] = {}
         self._requests = {"hits": 0, "misses": 0}
+        #: clear() calls per namespace made through this cache and its views (metrics)
+        self._clears: dict[str, int] = {}
         self._flights: dict[tuple[str, str], _Flight] = {}
         self._flights_lock = threading.Lock()
         self._aflights: dict[tuple[int, str, str], asyncio.Future[Any]] = {}
@@ -505,6 +507,7 @@ class TieredCache:
             if done is _FAILED:
                 missed.append(self.tiers[i].name)
         self._gens[namespace] = (gen + 1, time.monotonic())
+        self._clears[namespace] = self._clears.get(namespace, 0) + 1
         if missed:
             raise TierError(
                 f"clear({namespace!r}) could not reach tier(s) {', '.join(missed)}: other "
@@ -532,6 +535,34 @@ class TieredCache:
                 if key.endswith(_GEN_SUFFIX) and _valid_namespace(name):
                     found.add(name)
         return sorted(found)
+
+    def _live_prefix(self, namespace: str) -> str:
+        """``sc:<namespace>:<generation>:`` with the generation read afresh from the shared
+        tiers, for ``stratacache export``: the entries under this exact prefix are the
+        namespace's live ones; older generations are cleared entries awaiting their sweep."""
+        gen = self._drive(self._refresh_generation(check_namespace(namespace)))
+        return f"{DATA_PREFIX}{namespace}:{gen}:"
+
+    def _restore(self, entries: Sequence[tuple[str, Any, float | None]]) -> list[str]:
+        """``set_many`` for entries known by their storage key (``k:…`` or ``h:…``), for
+        ``stratacache import``: an exported hashed key cannot be turned back into the key the
+        caller passed, only into its storage form. Same envelope, generation and per-tier TTL
+        caps as :meth:`set_many`; returns the names of the tiers that did not take the write,
+        which ``set_many`` would swallow but an import must report."""
+        return self._drive(self._restore_plan(entries))
+
+    def _restore_plan(self, entries: Sequence[tuple[str, Any, float | None]]) -> Plan[list[str]]:
+        encoded = [(skey, self._envelope(value, ttl), ttl) for skey, value, ttl in entries]
+        failed: list[str] = []
+        if not encoded:
+            return failed
+        prefix = yield from self._prefix()
+        for i in range(len(self.tiers)):
+            batch = [(prefix + skey, data, self._tier_ttl(i, ttl)) for skey, data, ttl in encoded]
+            done = yield _Call(i, "set_many", (batch,))
+            if done is _FAILED:
+                failed.append(self.tiers[i].name)
+        return failed
 
     def _fill_plan(self, key: str, compute: Callable[[], Any], ttl: float | None) -> Plan[Any]:
         """After a miss: take the cross-process lease (or wait for its holder's value),

@@ -68,6 +68,10 @@ class RateLimiter:
         self.burst = 1.0 if burst is None else float(burst)
         self.name = name
         self.aimd_increase = aimd_increase
+        #: requests that had to wait, total seconds waited, 429s recorded (stratacache.metrics)
+        self.waits = 0
+        self.wait_seconds = 0.0
+        self.throttles = 0
         self.max_request_tokens = max(tpm, tpm / 60 * self.burst) if tpm else math.inf
         self._local = LocalBudget()
         self._redis = RedisBudget(redis_url, name, redis_timeout) if redis_url else None
@@ -190,6 +194,7 @@ class RateLimiter:
         (ok, wait), budget = self._run("reserve", limits, costs, timeout)
         if not ok:
             raise RateLimitTimeout(f"rate limit wait of {wait:.2f}s exceeds timeout={timeout}")
+        self._count_wait(wait)
         lease = Lease(self, budget, limits, tokens, max(0.0, wait), asynchronous=False)
         try:
             for left in self._sleeps(wait):
@@ -214,6 +219,7 @@ class RateLimiter:
         (ok, wait), budget = await self._arun("reserve", limits, costs, timeout)
         if not ok:
             raise RateLimitTimeout(f"rate limit wait of {wait:.2f}s exceeds timeout={timeout}")
+        self._count_wait(wait)
         lease = Lease(self, budget, limits, tokens, max(0.0, wait), asynchronous=True)
         try:
             for left in self._sleeps(wait):
@@ -223,6 +229,12 @@ class RateLimiter:
             raise
         return lease
 
+    def _count_wait(self, wait: float) -> None:
+        if wait > 0:
+            with self._lock:
+                self.waits += 1
+                self.wait_seconds += wait
+
     # -- feedback ----------------------------------------------------------------------------
 
     def _throttle_plan(self, retry_after: float | None) -> float:
@@ -230,6 +242,7 @@ class RateLimiter:
         seconds = _DEFAULT_PAUSE if retry_after is None else max(0.0, retry_after)
         now = time.monotonic()
         with self._lock:
+            self.throttles += 1
             if now - self._last_decrease >= max(1.0, seconds):
                 self._factor = max(_MIN_FACTOR, self._factor / 2)
                 self._last_decrease = now
