@@ -27,7 +27,8 @@ class Spy(RateLimiter):
         super().__init__(**kwargs)
         self.charged: list[int] = []
         self.headers: list[Any] = []
-        self.throttles = 0
+        # 429s: the limiter's own `throttles` counter (each record_throttle and each 429 seen
+        # by observe_headers adds one)
 
     def acquire(self, tokens: int = 0, timeout: float | None = None) -> Any:
         self.charged.append(tokens)
@@ -40,10 +41,6 @@ class Spy(RateLimiter):
     def observe_headers(self, headers: Any, status: int | None = None) -> None:
         self.headers.append((dict(headers), status))
         super().observe_headers(headers, status)
-
-    def record_throttle(self, retry_after: float | None = None) -> None:
-        self.throttles += 1
-        super().record_throttle(retry_after)
 
 
 def settled(spy: Spy, n: int) -> None:
