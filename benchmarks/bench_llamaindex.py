@@ -26,6 +26,7 @@ from llama_index.core.storage.kvstore import SimpleKVStore
 from pydantic import BaseModel, PrivateAttr
 
 import stratacache as sc
+from stratacache._peers import best_of
 from stratacache.llamaindex import CachedEmbedding, CachedLLM, KVStore
 
 
@@ -70,17 +71,6 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def best_of(fn: Callable[[], object], n: int, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - start) / n)
-    return best
 
 
 def bench_index(tmp: Path, docs: int) -> None:

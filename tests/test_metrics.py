@@ -15,9 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("prometheus_client")
-
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -262,7 +259,6 @@ def test_a_broken_source_does_not_fail_the_scrape(registry: CollectorRegistry) -
 def test_langchain_llm_cache_hits_show_per_framework_and_layer(
     registry: CollectorRegistry, cache: TieredCache
 ) -> None:
-    pytest.importorskip("langchain_core")
     from langchain_core.language_models import FakeListChatModel
 
     from stratacache.langchain import LLMCache
@@ -404,7 +400,6 @@ def test_limiter_waits_and_429s_are_counted(registry: CollectorRegistry) -> None
 
 
 def test_langchain_embeddings_layer(registry: CollectorRegistry, cache: TieredCache) -> None:
-    pytest.importorskip("langchain_core")
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
     from stratacache.langchain import CachedEmbeddings

@@ -272,7 +272,6 @@ def test_progress_is_plain_lines_off_a_terminal() -> None:
 def test_langchain_entries_come_back_as_hits_for_the_adapter(
     urls: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("langchain_core")
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
     from stratacache.langchain import LLMCache

@@ -657,9 +657,14 @@ class _SettingsSync:
     """Wrap whatever sits in ``Settings`` whenever it is read and not wrapped yet."""
 
     def __init__(self, rt: _Runtime) -> None:
+        from stratacache.integrations.llamaindex.embedding import CachedEmbedding
+        from stratacache.integrations.llamaindex.llm import CachedLLM
+
         self.rt = rt
         self.declined: dict[str, Any] = {"llm": None, "embed_model": None}
         self._busy = threading.local()
+        #: what counts as already wrapped; resolved once, not on every Settings read
+        self._wrapped = (CachedLLM, CachedEmbedding)
 
     def getter(self, name: str, fget: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def get(settings: Any) -> Any:
@@ -675,10 +680,7 @@ class _SettingsSync:
     def _pending(self, name: str, value: Any) -> bool:
         if value is None or value is self.declined[name]:
             return False
-        from stratacache.integrations.llamaindex.embedding import CachedEmbedding
-        from stratacache.integrations.llamaindex.llm import CachedLLM
-
-        return not isinstance(value, CachedLLM | CachedEmbedding)
+        return not isinstance(value, self._wrapped)
 
     def run(self) -> None:
         from llama_index.core import Settings

@@ -54,15 +54,19 @@ def build_env(options: RunOptions, base: Mapping[str, str]) -> dict[str, str]:
     # The program's first Python process becomes the run's reporter, not an ancestor's pid.
     env.pop("STRATACACHE_RUN", None)
     env["STRATACACHE_AUTO"] = "1"
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]
-    env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *paths])
+    env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *_other_paths(env)])
     return env
+
+
+def _other_paths(env: Mapping[str, str]) -> list[str]:
+    """``PYTHONPATH`` entries other than the bootstrap directory."""
+    return [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]
 
 
 def _uncached(env: dict[str, str]) -> dict[str, str]:
     """``env`` with the activation removed (the bootstrap stays off even if inherited)."""
     env["STRATACACHE_AUTO"] = "0"
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]
+    paths = _other_paths(env)
     if paths:
         env["PYTHONPATH"] = os.pathsep.join(paths)
     else:
