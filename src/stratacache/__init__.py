@@ -15,6 +15,7 @@ from stratacache.errors import (
     SerializationError,
     StrataCacheError,
     TierError,
+    ValueTooLargeError,
 )
 from stratacache.keys import make_key
 from stratacache.tiered import TieredCache
@@ -32,6 +33,7 @@ __all__ = [
     "StrataCacheError",
     "TierError",
     "TieredCache",
+    "ValueTooLargeError",
     "make_key",
     "stats",
 ]

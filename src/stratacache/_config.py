@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from stratacache.tiers.base import Tier
+    from stratacache.tiers.encrypted import Keyring
 
 __all__ = ["default_dir", "parse_duration", "parse_size", "redact_url", "tier_from_url"]
 
@@ -134,7 +135,13 @@ def split_url(url: str) -> SplitResult:
 def _memory(url: str) -> Tier:
     from stratacache.tiers.memory import MemoryTier
 
-    opts = _options(split_url(url).query, {"max_bytes", "ttl", "name"}, url)
+    opts = _options(split_url(url).query, {"max_bytes", "ttl", "name", "encrypt"}, url)
+    if parse_bool(opts.get("encrypt", "0"), f"encrypt in {redact_url(url)!r}"):
+        raise ConfigurationError(
+            f"encrypt=1 applies to tiers that store data outside this process (disk://, "
+            f"redis://, ...), not to {redact_url(url)!r}: a memory tier's values never leave "
+            "the process that holds the key"
+        )
     return MemoryTier(
         parse_size(opts.get("max_bytes", "256MB"), "max_bytes"),
         ttl=parse_duration(opts.get("ttl")),
@@ -148,17 +155,19 @@ def _disk(url: str) -> Tier:
     from stratacache.tiers.disk import DiskTier
 
     parts = split_url(url)
-    opts = _options(parts.query, {"max_bytes", "ttl", "name", "timeout"}, url)
+    opts = _options(parts.query, {"max_bytes", "ttl", "name", "timeout", "encrypt"}, url)
+    keyring = _keyring(opts, url)
     # disk:///abs/path, disk://relative/path and disk://~/path all name a directory.
     raw = parts.netloc + parts.path
     path = Path(raw).expanduser() if raw else default_dir() / "disk"
-    return DiskTier(
+    tier = DiskTier(
         path,
         parse_size(opts.get("max_bytes", "1GB"), "max_bytes"),
         ttl=parse_duration(opts.get("ttl")),
         timeout=parse_duration(opts.get("timeout", "1"), "timeout") or 1.0,
         name=opts.get("name"),
     )
+    return _sealed(tier, keyring)
 
 
 def _redis(url: str) -> Tier:
@@ -166,12 +175,13 @@ def _redis(url: str) -> Tier:
 
     parts = split_url(url)
     allowed = {"ttl", "name", "timeout", "connect_timeout", "max_connections", "pipeline"}
-    opts = _options(parts.query, allowed | TLS_OPTIONS, url)
+    opts = _options(parts.query, allowed | {"encrypt"} | TLS_OPTIONS, url)
+    keyring = _keyring(opts, url)
     tls = {k: v for k, v in opts.items() if k in TLS_OPTIONS}
     max_conn = opts.get("max_connections", "64")
     if not max_conn.isdigit():
         raise ConfigurationError(f"max_connections must be a whole number in {redact_url(url)!r}")
-    return RedisTier(
+    tier = RedisTier(
         parts._replace(query="").geturl(),
         ttl=parse_duration(opts.get("ttl")),
         timeout=parse_duration(opts.get("timeout", "0.5"), "timeout") or 0.5,
@@ -182,6 +192,28 @@ def _redis(url: str) -> Tier:
         tls=tls or None,
         name=opts.get("name"),
     )
+    return _sealed(tier, keyring)
+
+
+def _keyring(opts: dict[str, str], url: str) -> Keyring | None:
+    """The keys for ``?encrypt=1``, read (and checked) before the tier opens anything, so a
+    missing key fails the construction without leaving a directory or connection behind."""
+    if not parse_bool(opts.get("encrypt", "0"), f"encrypt in {redact_url(url)!r}"):
+        return None
+    from stratacache.tiers.encrypted import Keyring
+
+    try:
+        return Keyring()
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{exc} (for encrypt=1 in {redact_url(url)!r})") from None
+
+
+def _sealed(tier: Tier, keyring: Keyring | None) -> Tier:
+    if keyring is None:
+        return tier
+    from stratacache.tiers.encrypted import EncryptedTier
+
+    return EncryptedTier(tier, keyring)
 
 
 #: TLS options of a ``rediss://`` URL, named as redis-py names them.

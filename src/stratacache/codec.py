@@ -4,6 +4,10 @@ Tiers only ever see bytes. Every stored value is wrapped as::
 
     b"SC" | version:u8 | flags:u8 | expires_at:f64 | crc32:u32 | payload
 
+The crc32 covers version, flags and expiry as well as the payload (version 2; version 1
+entries, whose crc covered the payload only, are still read): a flipped flag bit would
+otherwise hand back a dict's JSON text as bytes, and a flipped expiry bit could make an
+entry immortal.
 ``expires_at`` (wall-clock seconds, 0 = never) travels with the value so that a hit in a slow
 tier can be promoted into a faster one with exactly the time it has left, whatever the tier.
 The crc32 catches truncated or bit-flipped entries; the magic and version catch foreign data
@@ -15,6 +19,7 @@ bytes would be remote code execution.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import threading
 import zlib
@@ -22,13 +27,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
-from stratacache.errors import SerializationError, TierError
+from stratacache.errors import SerializationError, TierError, ValueTooLargeError
 
 __all__ = ["CODEC_VERSION", "DecodeError", "DecodeMemo", "decode", "encode", "expires_at_of"]
 
-CODEC_VERSION: Final = 1
+CODEC_VERSION: Final = 2
+#: Entries of this version are still read: their crc32 covers the payload only.
+_LEGACY_VERSION: Final = 1
 _MAGIC: Final = b"SC"
 _HEADER = struct.Struct(">2sBBdI")
+#: The header fields the crc32 covers (version, flags, expires_at), and where they are.
+_CHECKED_FIELDS = struct.Struct(">BBd")
+_CHECKED = slice(2, 2 + _CHECKED_FIELDS.size)
 _FLAG_ZLIB: Final = 0x01
 _FLAG_BYTES: Final = 0x02
 #: The JSON payload holds no NaN/Infinity and no integer beyond 64 bits, so orjson (about 4x
@@ -62,10 +72,18 @@ def encode(
     value: Any,
     expires_at: float | None = None,
     compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
+    max_size: int | None = None,
 ) -> bytes:
     """Wrap ``value`` (bytes or JSON-compatible) in an envelope.
 
-    :raises SerializationError: if the value is neither bytes nor JSON-compatible.
+    Strings holding lone surrogates (``os.fsdecode`` of a non-UTF-8 file name, a JSON
+    ``"\\ud800"`` escape) are kept exactly: they travel as JSON ``\\u`` escapes. ``max_size``
+    bounds the serialized value before compression: compression does not change what a reader
+    must hold in memory.
+
+    :raises SerializationError: if the value is neither bytes nor JSON-compatible, or is nested
+        too deeply for the JSON encoder (a RecursionError would otherwise reach the caller).
+    :raises ValueTooLargeError: if the serialized value is over ``max_size`` bytes.
     """
     flags = 0
     if isinstance(value, bytes | bytearray | memoryview):
@@ -73,25 +91,53 @@ def encode(
         flags |= _FLAG_BYTES
     else:
         try:
-            try:
-                text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-                payload = text.encode()
-                if _LONG_RUN not in payload.translate(_DIGITS_TO_ZERO):
-                    flags |= _FLAG_PLAIN_JSON
-            except ValueError:  # NaN or Infinity: keep them, decode with json
-                payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+            payload, plain = _json_payload(value)
+        except RecursionError as exc:
+            raise SerializationError(
+                f"cannot store a {type(value).__name__!r}: it is nested too deeply to encode"
+            ) from exc
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"cannot store a {type(value).__name__!r}: values must be bytes or "
                 f"JSON-compatible (str, int, float, bool, None, lists, dicts) ({exc})"
             ) from exc
+        if plain and _LONG_RUN not in payload.translate(_DIGITS_TO_ZERO):
+            flags |= _FLAG_PLAIN_JSON
+    if max_size is not None and len(payload) > max_size:
+        raise ValueTooLargeError(
+            f"a {type(value).__name__!r} value of {len(payload)} bytes is over the "
+            f"max_value_bytes limit of {max_size} bytes; it was not stored",
+            size=len(payload),
+            limit=max_size,
+        )
     if compress_threshold and len(payload) >= compress_threshold:
         packed = zlib.compress(payload, 1)
         if len(packed) < len(payload):
             payload = packed
             flags |= _FLAG_ZLIB
-    header = _HEADER.pack(_MAGIC, CODEC_VERSION, flags, expires_at or 0.0, zlib.crc32(payload))
-    return header + payload
+    expires = expires_at or 0.0
+    crc = zlib.crc32(payload, zlib.crc32(_CHECKED_FIELDS.pack(CODEC_VERSION, flags, expires)))
+    return _HEADER.pack(_MAGIC, CODEC_VERSION, flags, expires, crc) + payload
+
+
+def _json_payload(value: Any) -> tuple[bytes, bool]:
+    """The JSON bytes of ``value`` and whether orjson may decode them (see _FLAG_PLAIN_JSON).
+
+    The common case is one ``json.dumps``; NaN/Infinity and lone surrogates take a second one
+    that keeps them, in a form only the standard json module reads back exactly.
+    """
+    plain = True
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or Infinity: keep them, decode with json
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        plain = False
+    try:
+        return text.encode(), plain
+    except UnicodeEncodeError:
+        # A lone surrogate has no UTF-8 form; as a \u escape json.loads gives back the very
+        # same str (orjson refuses it, hence not plain).
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode(), False
 
 
 def expires_at_of(data: bytes) -> float | None:
@@ -102,24 +148,36 @@ def expires_at_of(data: bytes) -> float | None:
     return expires_at or None
 
 
-def decode(data: bytes) -> tuple[Any, float | None]:
+def decode(data: bytes, max_size: int | None = None) -> tuple[Any, float | None]:
     """Unwrap an envelope into ``(value, expires_at)``.
 
-    :raises DecodeError: for anything that is not an intact envelope of a known version.
+    ``max_size`` bounds the serialized value after decompression, so a small crafted entry in
+    a shared tier (a zlib bomb inflating 1000-fold) cannot exhaust the reader's memory.
+
+    :raises DecodeError: for anything that is not an intact envelope of a known version, or
+        whose value is over ``max_size`` bytes or nested too deeply to parse.
     """
     if len(data) < _HEADER.size:
         raise DecodeError("entry shorter than the envelope header")
     magic, version, flags, expires_at, crc = _HEADER.unpack_from(data)
     if magic != _MAGIC:
         raise DecodeError("not a stratacache entry (bad magic)")
-    if version != CODEC_VERSION:
-        raise DecodeError(f"entry written by codec version {version}, this is {CODEC_VERSION}")
     payload = data[_HEADER.size :]
-    if zlib.crc32(payload) != crc:
+    if version == CODEC_VERSION:
+        expected = zlib.crc32(payload, zlib.crc32(data[_CHECKED]))
+    elif version == _LEGACY_VERSION:
+        expected = zlib.crc32(payload)
+    else:
+        raise DecodeError(f"entry written by codec version {version}, this is {CODEC_VERSION}")
+    if expected != crc:
         raise DecodeError("checksum mismatch (corrupt entry)")
+    if not 0.0 <= expires_at < math.inf:  # NaN too: it would never expire, nor promote
+        raise DecodeError(f"unusable expiry {expires_at!r}")
     global _orjson_loads
     try:
-        raw = zlib.decompress(payload) if flags & _FLAG_ZLIB else payload
+        raw = _inflate(payload, max_size) if flags & _FLAG_ZLIB else payload
+        if max_size is not None and len(raw) > max_size:
+            raise DecodeError(f"value of {len(raw)} bytes is over the limit of {max_size}")
         if flags & _FLAG_BYTES:
             value: Any = raw
         elif flags & _FLAG_PLAIN_JSON:
@@ -128,9 +186,23 @@ def decode(data: bytes) -> tuple[Any, float | None]:
             value = _orjson_loads(raw)
         else:
             value = json.loads(raw)
-    except (zlib.error, ValueError) as exc:
+    except (zlib.error, ValueError) as exc:  # UnicodeDecodeError and orjson's errors included
         raise DecodeError(f"undecodable payload: {exc}") from exc
+    except RecursionError as exc:  # json.loads of deep nesting: a miss, not the reader's crash
+        raise DecodeError("payload nested too deeply to decode") from exc
     return value, expires_at or None
+
+
+def _inflate(payload: bytes, max_size: int | None) -> bytes:
+    if max_size is None:
+        return zlib.decompress(payload)
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(payload, max_size + 1)
+    if len(raw) > max_size:
+        raise DecodeError(f"value inflates to more than the limit of {max_size} bytes")
+    if not inflater.eof:
+        raise DecodeError("undecodable payload: truncated zlib stream")
+    return raw
 
 
 #: Bookkeeping per memo entry (dict slot, tuple, the two bytes headers), counted in the budget.
@@ -162,13 +234,17 @@ class DecodeMemo:
         #: C method, so hot loops pay no Python call (one dict read, atomic under the GIL).
         self.peek = self._memo.get
 
-    def decode(self, data: bytes) -> tuple[Any, float | None]:
-        """Same result as :func:`decode` (and the same :class:`DecodeError`)."""
+    def decode(self, data: bytes, max_size: int | None = None) -> tuple[Any, float | None]:
+        """Same result as :func:`decode` (and the same :class:`DecodeError`).
+
+        ``max_size`` is applied when the bytes are first decoded; the memo only ever holds
+        values below its own budget, far below any sensible limit.
+        """
         # One C-level dict lookup: atomic under the GIL, so readers need no lock.
         known = self.peek(data)
         if known is not None:
             return known
-        value, expires_at = decode(data)
+        value, expires_at = decode(data, max_size)
         if type(value) is bytes:
             self._keep(data, value, expires_at)
         return value, expires_at

@@ -5,7 +5,9 @@
     StrataCacheError                  base: catch this to catch everything of ours
     ├── ConfigurationError            a bad URL, option, size or TTL; raised at construction
     │   └── GraphCycleError           a run_graph task graph with a dependency cycle
-    ├── SerializationError            a value that cannot be stored (not bytes / JSON-compatible)
+    ├── SerializationError            a value that cannot be stored (not bytes / JSON-compatible,
+    │   │                             or nested too deeply)
+    │   └── ValueTooLargeError        a value over the cache's ``max_value_bytes``
     ├── DependencyError               an optional extra is not installed (names the extra)
     ├── RequestTooLargeError          one request needs more tokens than a minute's budget
     ├── RateLimitTimeout              the limiter could not grant a request within ``timeout``
@@ -32,6 +34,7 @@ __all__ = [
     "SerializationError",
     "StrataCacheError",
     "TierError",
+    "ValueTooLargeError",
 ]
 
 
@@ -45,6 +48,22 @@ class ConfigurationError(StrataCacheError, ValueError):
 
 class SerializationError(StrataCacheError, TypeError):
     """A value cannot be stored: only bytes and JSON-compatible values are accepted."""
+
+
+class ValueTooLargeError(SerializationError):
+    """A value is over the cache's ``max_value_bytes`` (its serialized size, before compression).
+
+    A SerializationError, because to the writer it is the same thing: this value cannot be
+    stored, so code that already handles unstorable values handles this one too. The limit
+    exists so that one huge value cannot evict a whole memory tier, stall a Redis connection or
+    be refused by Redis half-way (its 512 MB bulk limit); readers apply the same limit, so an
+    oversized (or decompression-bomb) entry in a shared tier is a miss, never a reader's crash.
+    """
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class DependencyError(StrataCacheError, ImportError):

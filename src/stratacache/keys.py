@@ -133,7 +133,16 @@ def canonicalize(value: Any) -> Any:
     if isinstance(value, float):
         return _canon_float(value)
     if isinstance(value, Mapping):
-        return {unicodedata.normalize("NFC", str(k)): canonicalize(v) for k, v in value.items()}
+        out = {unicodedata.normalize("NFC", str(k)): canonicalize(v) for k, v in value.items()}
+        if len(out) != len(value):
+            # Two keys that are one after normalising ("é" composed and decomposed, 1 and
+            # "1"): which value survived would depend on insertion order, and one request
+            # would share the key of another. Such a request is not keyable.
+            raise SerializationError(
+                "cannot build a cache key from a mapping whose keys collide once normalised "
+                "(the same text in two Unicode forms, or 1 and '1')"
+            )
+        return out
     if isinstance(value, list | tuple):
         return [canonicalize(v) for v in value]
     if isinstance(value, set | frozenset):
@@ -155,15 +164,44 @@ def canonicalize(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    """The canonical JSON text of ``value``: sorted keys, no whitespace, NFC text."""
-    return json.dumps(
-        canonicalize(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    """The canonical JSON text of ``value``: sorted keys, no whitespace, NFC text.
+
+    :raises SerializationError: for a value that cannot be keyed (see :func:`canonicalize`),
+        nested too deeply, or holding an integer too long to print.
+    """
+    return _keyable_text(lambda: canonicalize(value))
+
+
+def _keyable_text(build: Any) -> str:
+    """``json.dumps`` of ``build()`` with sorted keys, its failures as SerializationError.
+
+    A RecursionError (thousands of nested lists) or Python's 4300-digit limit on printing an
+    int would otherwise escape as themselves: a key is built on the caller's request path, and
+    those are not the clear error the adapters turn into "this call stays uncached".
+    """
+    try:
+        return json.dumps(build(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError as exc:
+        raise SerializationError(
+            "cannot build a cache key from a value nested this deeply"
+        ) from exc
+    except ValueError as exc:
+        raise SerializationError(f"cannot build a cache key from this value ({exc})") from exc
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 of ``text``; a lone surrogate (``os.fsdecode`` of a non-UTF-8 name, a JSON
+    ``"\\ud800"`` escape) becomes its 3-byte form. That is never valid UTF-8, so it cannot
+    collide with another text, and any other text hashes exactly as before."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
 
 
 def digest(value: Any) -> str:
     """sha256 hex digest of the canonical JSON of ``value``."""
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+    return hashlib.sha256(_utf8(canonical_json(value))).hexdigest()
 
 
 def _strip_messages(messages: Any) -> Any:
@@ -250,6 +288,9 @@ def make_key(
     after a canonicalisation change, and the namespace keeps different kinds of entries (chat,
     embeddings, retrieval) apart.
 
+    :raises SerializationError: for a value that cannot be keyed (an object without a stable
+        representation, nesting thousands deep, an integer of thousands of digits).
+
     Example::
 
         >>> a = make_key(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
@@ -259,8 +300,12 @@ def make_key(
         True
     """
     check_namespace(namespace)
-    payload = canonicalize(_request_params(params))
-    payload["model"] = canonicalize(model)
-    payload["messages"] = _strip_messages(messages)  # canonicalised on the way
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return f"{KEY_VERSION}:{namespace}:{hashlib.sha256(text.encode()).hexdigest()}"
+
+    def payload() -> dict[str, Any]:
+        out: dict[str, Any] = canonicalize(_request_params(params))
+        out["model"] = canonicalize(model)
+        out["messages"] = _strip_messages(messages)  # canonicalised on the way
+        return out
+
+    text = _keyable_text(payload)
+    return f"{KEY_VERSION}:{namespace}:{hashlib.sha256(_utf8(text)).hexdigest()}"

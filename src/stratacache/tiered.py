@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, S
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from stratacache._breaker import CircuitBreaker
-from stratacache._config import default_dir, parse_duration, tier_from_url
+from stratacache._config import default_dir, parse_duration, parse_size, tier_from_url
 from stratacache._stats import TierStats
 from stratacache.codec import (
     DEFAULT_COMPRESS_THRESHOLD,
@@ -34,7 +34,13 @@ from stratacache.codec import (
     decode,
     encode,
 )
-from stratacache.errors import CacheClosedError, ConfigurationError, SerializationError, TierError
+from stratacache.errors import (
+    CacheClosedError,
+    ConfigurationError,
+    SerializationError,
+    TierError,
+    ValueTooLargeError,
+)
 from stratacache.keys import check_namespace
 from stratacache.tiers.base import (
     DATA_PREFIX,
@@ -62,6 +68,18 @@ T = TypeVar("T")
 #: cannot store as text (a lone surrogate from os.fsdecode, a NUL) are hashed too.
 _MAX_RAW_KEY = 200
 _GEN_SUFFIX = ":gen"
+#: Lease tokens remembered per cache for reuse (see TieredCache._orphan).
+_MAX_ORPHANS = 1024
+#: How long other callers trust a generation refresh in flight (see _known_prefix) before
+#: making their own: longer than any shared tier's timeout, so it only matters for a refresh
+#: that was abandoned (its caller cancelled) without clearing its mark.
+_REFRESH_PATIENCE = 5.0
+#: Seconds without a failure after which a tier's next failure is a new outage, warned of.
+_CALM = 10.0
+#: Default bound on one value's serialized size. LLM answers and embeddings are kilobytes; a
+#: value of this size already costs a quarter of the default memory tier, and Redis refuses
+#: bulk strings over 512 MB outright. Readers apply the same bound (see :func:`decode`).
+DEFAULT_MAX_VALUE_BYTES: Final = 64 * 1024**2
 _SPLIT_URLS = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
 
 
@@ -107,12 +125,15 @@ Plan = Generator[_Step, Any, T]
 
 
 class _Health:
-    __slots__ = ("breaker", "failing", "stats")
+    __slots__ = ("breaker", "failed_at", "failing", "stats")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self.breaker = breaker
         self.stats = TierStats()
+        #: A warning was logged for the current trouble; the next one comes after _CALM
+        #: seconds without a failure.
         self.failing = False
+        self.failed_at = 0.0
 
 
 class _Flight:
@@ -160,6 +181,7 @@ class TieredCache:
         namespace: str = "default",
         ttl: float | str | None = None,
         compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
+        max_value_bytes: int | str = DEFAULT_MAX_VALUE_BYTES,
         generation_refresh: float = 1.0,
         lock_timeout: float = 60.0,
         breaker_threshold: int = 3,
@@ -187,6 +209,14 @@ class TieredCache:
                 "generation_refresh must be >= 0, lock_timeout > 0 (at most a day), "
                 "breaker_threshold >= 1 and the breaker back-offs >= 0, all finite"
             )
+        if isinstance(max_value_bytes, bool) or not isinstance(max_value_bytes, int | str):
+            raise ConfigurationError(
+                f"max_value_bytes must be a number of bytes or a size like '16MB', "
+                f"got {max_value_bytes!r}"
+            )
+        #: Bound on one value's serialized size: over it, ``set`` raises ValueTooLargeError,
+        #: ``get_or_set`` and the adapters return the value uncached, readers see a miss.
+        self.max_value_bytes = parse_size(max_value_bytes, "max_value_bytes")
         self.namespace = check_namespace(namespace)
         self.ttl = parse_duration(ttl)
         self.tiers: tuple[Tier, ...] = tuple(tiers)
@@ -203,12 +233,21 @@ class TieredCache:
             (i for i in reversed(self._shared) if isinstance(self.tiers[i], LeaseSupport)), None
         )
         self._gens: dict[str, tuple[int, float]] = {}
-        self._requests = {"hits": 0, "misses": 0}
+        #: namespace -> when a caller began reading its generation afresh (_known_prefix)
+        self._refreshing: dict[str, float] = {}
+        #: ``too_large``/``unstorable``: writes refused because the value was over
+        #: max_value_bytes / not serializable (raised to a ``set`` caller, skipped otherwise).
+        self._requests = {"hits": 0, "misses": 0, "too_large": 0, "unstorable": 0}
+        #: Framework adapters' views skip a value that cannot be stored instead of raising.
+        self._skip_unstorable = False
+        self._warned: set[str] = set()
         #: clear() calls per namespace made through this cache and its views (metrics)
         self._clears: dict[str, int] = {}
         self._flights: dict[tuple[str, str], _Flight] = {}
         self._flights_lock = threading.Lock()
         self._aflights: dict[tuple[int, str, str], asyncio.Future[Any]] = {}
+        #: lease key -> token of a lease maybe taken and not released (see _orphan)
+        self._orphans: dict[str, str] = {}
         #: Shared with every with_namespace() view: closing one closes the tiers of all.
         self._closed = threading.Event()
         #: How to build this cache again in another process: ``(urls or None for default(),
@@ -279,6 +318,17 @@ class TieredCache:
         view.namespace = check_namespace(namespace)
         return view
 
+    def _lenient(self) -> TieredCache:
+        """A view (same namespace) whose writes skip a value that cannot be stored (too large,
+        not serializable), counting and logging it, instead of raising.
+
+        For framework adapters: their caller is the user's chain, which must never fail
+        because an answer did not fit in the cache. ``get_or_set`` behaves so on every view.
+        """
+        view = self.with_namespace(self.namespace)
+        view._skip_unstorable = True
+        return view
+
     # -- keys and generations ----------------------------------------------------------------
 
     def _gen_key(self, namespace: str) -> str:
@@ -287,6 +337,15 @@ class TieredCache:
     def _refresh_generation(self, namespace: str) -> Plan[int]:
         """Read the namespace generation from every shared tier; the highest one wins and is
         written back to tiers that lag (a restarted Redis, a disk that missed a clear)."""
+        started = time.monotonic()
+        self._refreshing[namespace] = started
+        try:
+            return (yield from self._read_generation(namespace))
+        finally:
+            if self._refreshing.get(namespace) == started:
+                del self._refreshing[namespace]
+
+    def _read_generation(self, namespace: str) -> Plan[int]:
         known = self._gens.get(namespace, (0, 0.0))[0]
         key = self._gen_key(namespace)
         seen: dict[int, int] = {}
@@ -315,9 +374,16 @@ class TieredCache:
         answered without entering a plan."""
         ns = self.namespace
         entry = self._gens.get(ns)
-        if entry is not None and (
-            not self._shared or time.monotonic() - entry[1] < self.generation_refresh
-        ):
+        if entry is None:
+            return None
+        if not self._shared or time.monotonic() - entry[1] < self.generation_refresh:
+            return f"{DATA_PREFIX}{ns}:{entry[0]}:"
+        # Due for a refresh that another caller is already making: go on with the known
+        # generation rather than queue behind it on a slow shared tier. One caller per
+        # refresh waits (at most the tier's timeout, and nobody once the breaker is open);
+        # the others see another process's clear() at most that much later.
+        started = self._refreshing.get(ns)
+        if started is not None and time.monotonic() - started < _REFRESH_PATIENCE:
             return f"{DATA_PREFIX}{ns}:{entry[0]}:"
         return None
 
@@ -370,9 +436,11 @@ class TieredCache:
         """
         try:
             if self.tiers[i].shared:
-                value, expires_at = decode(data)
+                value, expires_at = decode(data, self.max_value_bytes)
             else:
-                value, expires_at = _DECODED.peek(data) or _DECODED.decode(data)
+                value, expires_at = _DECODED.peek(data) or _DECODED.decode(
+                    data, self.max_value_bytes
+                )
         except DecodeError as exc:
             stats = self._health[i].stats
             stats.corrupt += 1
@@ -453,10 +521,41 @@ class TieredCache:
         return {by_pk[pk]: value for pk, value in found.items()}
 
     def _envelope(self, value: Any, ttl: float | None) -> bytes:
-        return encode(value, time.time() + ttl if ttl else None, self.compress_threshold)
+        return encode(
+            value, time.time() + ttl if ttl else None, self.compress_threshold, self.max_value_bytes
+        )
 
-    def _set_plan(self, key: str, value: Any, ttl: float | None) -> Plan[None]:
-        data = self._envelope(value, ttl)
+    def _storable(self, value: Any, ttl: float | None, strict: bool | None = None) -> bytes | None:
+        """The envelope of ``value``; None, counted and logged, when it cannot be stored and
+        the writer is not strict (``strict=None``: strict unless this is an adapter's view).
+
+        Nothing is written or deleted for a refused value: the write simply did not happen,
+        so a reader sees whatever it saw before, never part of the new value.
+
+        :raises SerializationError: (ValueTooLargeError included) for a strict writer.
+        """
+        try:
+            return self._envelope(value, ttl)
+        except SerializationError as exc:
+            kind = "too_large" if isinstance(exc, ValueTooLargeError) else "unstorable"
+            self._requests[kind] += 1
+            if strict if strict is not None else not self._skip_unstorable:
+                raise
+            first = kind not in self._warned
+            self._warned.add(kind)
+            (logger.warning if first else logger.debug)(
+                "stratacache: namespace %r: value not cached: %s%s",
+                self.namespace, exc,
+                " (further ones are logged at DEBUG and counted in stats())" if first else "",
+            )  # fmt: skip
+            return None
+
+    def _set_plan(
+        self, key: str, value: Any, ttl: float | None, strict: bool | None = None
+    ) -> Plan[None]:
+        data = self._storable(value, ttl, strict)
+        if data is None:
+            return
         pk = yield from self._pkey(key)
         for i in range(len(self.tiers)):
             yield _Call(i, "set", (pk, data, self._tier_ttl(i, ttl)))
@@ -464,7 +563,10 @@ class TieredCache:
     def _set_many_plan(self, items: Mapping[str, Any], ttl: float | None) -> Plan[None]:
         if not items:
             return
-        encoded = [(k, self._envelope(v, ttl)) for k, v in items.items()]
+        # A strict writer's error comes before anything is written: the batch is all or nothing.
+        encoded = [(k, d) for k, v in items.items() if (d := self._storable(v, ttl)) is not None]
+        if not encoded:
+            return
         prefix = yield from self._prefix()
         for i in range(len(self.tiers)):
             tier_ttl = self._tier_ttl(i, ttl)
@@ -475,7 +577,9 @@ class TieredCache:
         """Set-if-absent. The slowest shared tier (or, with none, the last tier) decides
         atomically; the others are written only after it said yes, so two processes racing
         for one key never both win."""
-        data = self._envelope(value, ttl)
+        data = self._storable(value, ttl)
+        if data is None:
+            return False
         pk = yield from self._pkey(key)
         judge = self._shared[-1] if self._shared else len(self.tiers) - 1
         won = yield _Call(judge, "add", (pk, data, self._tier_ttl(judge, ttl)))
@@ -552,7 +656,12 @@ class TieredCache:
         return self._drive(self._restore_plan(entries))
 
     def _restore_plan(self, entries: Sequence[tuple[str, Any, float | None]]) -> Plan[list[str]]:
-        encoded = [(skey, self._envelope(value, ttl), ttl) for skey, value, ttl in entries]
+        # An entry this cache would refuse (over max_value_bytes) is skipped, not the import.
+        encoded = [
+            (skey, data, ttl)
+            for skey, value, ttl in entries
+            if (data := self._storable(value, ttl, strict=False)) is not None
+        ]
         failed: list[str] = []
         if not encoded:
             return failed
@@ -573,7 +682,7 @@ class TieredCache:
         if lease is not None:
             pk = yield from self._pkey(key)
             lease_key = f"{META_PREFIX}lease:{pk}"
-            candidate = os.urandom(16).hex()
+            candidate = self._orphans.pop(lease_key, None) or os.urandom(16).hex()
             deadline = time.monotonic() + self.lock_timeout
             delay = 0.005
             while True:
@@ -584,6 +693,8 @@ class TieredCache:
                     token = candidate
                     break
                 if got is _FAILED or time.monotonic() > deadline:
+                    if got is _FAILED:  # the lease may have been taken, its reply lost
+                        self._orphan(lease_key, candidate)
                     break  # lease tier down or holder too slow: compute ourselves
                 yield _Sleep(delay)
                 delay = min(delay * 2, 0.2)
@@ -598,19 +709,41 @@ class TieredCache:
                 if value is not MISS:
                     return value
             value = yield _Compute(compute)
-            yield from self._set_plan(key, value, ttl)
+            # A value that cannot be stored is still the caller's answer: returned uncached.
+            yield from self._set_plan(key, value, ttl, strict=False)
         finally:
             if token is not None and lease is not None:
-                yield _Call(lease, "release_lease", (lease_key, token), meta=True)
+                released = yield _Call(lease, "release_lease", (lease_key, token), meta=True)
+                if released is _FAILED:
+                    self._orphan(lease_key, token)
         return value
+
+    def _orphan(self, lease_key: str, token: str) -> None:
+        """Remember the token of a lease that may still be held (its release failed, or the
+        reply to taking it was lost: the tier failed mid-fill). The next fill of the key here
+        asks for the lease with the same token, which a tier that recognises its own token
+        (Redis) grants at once; with a new one it waited ``lock_timeout`` (a minute) for a
+        value nobody was computing."""
+        with self._flights_lock:  # a failure path: the lock costs nothing on hits
+            orphans = self._orphans
+            orphans[lease_key] = token
+            if len(orphans) > _MAX_ORPHANS:  # an outage of many keys: the oldest just expire
+                del orphans[next(iter(orphans))]
 
     # -- drivers -----------------------------------------------------------------------------
 
     def _ok(self, call: _Call, result: Any, elapsed: float) -> None:
         health = self._health[call.tier]
-        if health.breaker.success() or health.failing:
-            health.failing = False
-            logger.info("stratacache: tier %s recovered", self.tiers[call.tier].name)
+        closed = health.breaker.success()
+        if closed or health.failing:
+            # A partial fault (a read-only directory fails only the writes of new files) mixes
+            # successes and failures: the outage it causes ends after _CALM quiet seconds,
+            # not at each success, or it would warn on every failed call.
+            calm = time.monotonic() - health.failed_at >= _CALM
+            if closed or calm:
+                logger.info("stratacache: tier %s recovered", self.tiers[call.tier].name)
+            if calm:
+                health.failing = False
         if call.meta:
             return
         stats = health.stats
@@ -645,6 +778,7 @@ class TieredCache:
             logger.debug("stratacache: tier %s busy: %s", self.tiers[call.tier].name, exc)
             return _FAILED
         health.stats.errors += 1
+        health.failed_at = time.monotonic()
         # A key the backend cannot encode is that call's problem, not the tier's health: it
         # must not open the breaker and turn every valid key into a miss.
         opened = not isinstance(exc, UnicodeError) and health.breaker.failure(time.monotonic())
@@ -790,7 +924,9 @@ class TieredCache:
     def set(self, key: str, value: Any, ttl: float | str | None = None) -> None:
         """Store ``value`` in every tier; ``ttl`` overrides the cache default.
 
-        :raises SerializationError: if ``value`` is neither bytes nor JSON-compatible.
+        :raises SerializationError: if ``value`` is neither bytes nor JSON-compatible (nothing
+            is written; an entry already under ``key`` stays).
+        :raises ValueTooLargeError: if its serialized form is over ``max_value_bytes``.
         """
         self._drive(self._set_plan(key, value, self._resolve_ttl(ttl)))
 
@@ -813,7 +949,9 @@ class TieredCache:
         """The cached value, or ``compute()``'s result stored and returned.
 
         Concurrent callers that miss on the same key wait for one ``compute``; if it raises,
-        they all see that exception and nothing is stored.
+        they all see that exception and nothing is stored. A result that cannot be stored
+        (over ``max_value_bytes``, not serializable) is still returned, uncached: counted in
+        :meth:`stats` (``too_large``/``unstorable``) and logged once.
         """
         value = self.get(key, MISS)
         if value is not MISS:

@@ -12,10 +12,21 @@ TIER_KINDS = [
     "disk",
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+    # Encryption at rest wraps a tier; the same contract must hold through the wrapper.
+    "encrypted-disk",
+    pytest.param("encrypted-redis", marks=pytest.mark.redis),
 ]
+
+#: One fixed key for the conformance runs (generated once, never a production key).
+CONTRACT_KEY = "lJ0kUBeGMHAY1zlNAOeKdeWZ7n8Yy8nzcZc6E-4gR7w="
 
 
 def build_tier(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Tier:
+    if kind.startswith("encrypted-"):
+        from stratacache.tiers.encrypted import EncryptedTier
+
+        return EncryptedTier(build_tier(kind.removeprefix("encrypted-"), request, tmp_path),
+                             CONTRACT_KEY)  # fmt: skip
     if kind == "memory":
         return MemoryTier(64 * 1024 * 1024)
     if kind == "disk":
@@ -35,7 +46,7 @@ def tier(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tier]:
 
 @pytest.fixture(params=TIER_KINDS[1:])
 def shared_tier(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tier]:
-    """The tiers other processes can see (disk, Redis, cluster)."""
+    """The tiers other processes can see (disk, Redis, cluster, and both encrypted)."""
     built = build_tier(request.param, request, tmp_path)
     yield built
     built.close()

@@ -188,7 +188,7 @@ async def test_async_path(installed: SemanticLLMCache) -> None:
     assert (await model.ainvoke(ORDER)).content == "r2"
     assert (await model.ainvoke(ORDER_TRAP)).content == "r3"
     stats = installed.stats()
-    assert (stats["hits"], stats["semantic_hits"]) == (1, 1)
+    assert (stats["hits"], stats["semantic_hits"]) == (2, 1)
     await installed.aclear()
     assert (await model.ainvoke(RESET_TYPO)).content == "r4"
 
@@ -284,7 +284,7 @@ def test_llm_string_prompts(installed: SemanticLLMCache) -> None:
     assert llm.invoke(ORDER) == "r2"
     assert llm.invoke(ORDER_TRAP) == "r3"
     stats = installed.stats()
-    assert (stats["hits"], stats["semantic_hits"]) == (1, 1)
+    assert (stats["hits"], stats["semantic_hits"]) == (2, 1)
 
 
 def test_llm_prompt_template_is_judged_on_the_whole_text(installed: SemanticLLMCache) -> None:
@@ -340,7 +340,7 @@ def test_stats_merge_both_layers(installed: SemanticLLMCache) -> None:
     _ask(model, RESET_TYPO)
     _ask(model, ORDER)
     stats = installed.stats()
-    assert (stats["hits"], stats["semantic_hits"], stats["misses"]) == (1, 1, 2)
+    assert (stats["hits"], stats["semantic_hits"], stats["misses"]) == (2, 1, 2)
     assert stats["semantic"]["hits"] == 1
     assert stats["semantic"]["hit:lexical"] == 1
     assert stats["cache"]["namespace"] == "lc-llm"
@@ -370,7 +370,7 @@ def test_bad_tenant_argument_is_a_configuration_error(memory_cache: sc.TieredCac
         SemanticLLMCache(memory_cache, embeddings=DeterministicFakeEmbedding(size=8), threshold=2)
 
 
-def test_a_failing_tenant_callable_skips_the_semantic_layer(
+def test_a_failing_tenant_callable_bypasses_both_layers(
     memory_cache: sc.TieredCache, caplog: pytest.LogCaptureFixture
 ) -> None:
     def tenant() -> str:
@@ -382,9 +382,10 @@ def test_a_failing_tenant_callable_skips_the_semantic_layer(
     model = FakeListChatModel(responses=["r1", "r2"], cache=cache)
     with caplog.at_level(logging.WARNING, "stratacache"):
         assert _ask(model, RESET) == "r1"
-        assert _ask(model, RESET) == "r1"  # the exact layer is unaffected
-    assert cache.stats()["semantic_errors"] == 2  # the lookup and the store
+        assert _ask(model, RESET) == "r2"  # no tenant, no partition: neither read nor written
+    assert cache.stats()["tenant_errors"] == 4  # lookup and store, twice
     assert cache.stats()["semantic"].get("stores", 0) == 0
+    assert "no tenant for this call" in caplog.text
 
 
 def test_a_failing_embedder_is_a_miss(memory_cache: sc.TieredCache) -> None:

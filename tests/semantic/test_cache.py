@@ -292,7 +292,22 @@ def test_stored_answers_teach_the_calibration(
     assert s.lookup("How do I find my nearest shop?", SCOPE) is None
     s.store("How do I find my nearest shop?", "use the store finder", SCOPE)
     assert s.stats()["verdicts"] == 1
-    assert s._calibration.verdicts[-1][1] is True
+    assert s._calibration(SCOPE).verdicts[-1][1] is True
+
+
+def test_each_tenant_learns_its_own_threshold(
+    embedder: CallableEmbedder, cache: sc.TieredCache
+) -> None:
+    """A tenant whose questions all get the same answer ("reply OK") teaches the cache that
+    looser matches are right; that lesson must not loosen what other tenants are served."""
+    s = SemanticCache(embedder, cache, sync_interval=0, error_budget=0.2)
+    teacher = {**SCOPE, "tenant": "teacher"}
+    for _ in range(60):
+        s._calibration(teacher).add(0.5, True)
+    assert s._calibration(teacher).threshold is not None
+    assert s._calibration({**SCOPE, "tenant": "victim"}).threshold is None
+    assert s._calibration(SCOPE).threshold is None
+    assert set(s.stats()["learned_thresholds"]) == {'"teacher"'}
 
 
 def test_bad_configuration_is_refused(embedder: CallableEmbedder) -> None:

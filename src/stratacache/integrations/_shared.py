@@ -18,11 +18,24 @@ from stratacache.errors import ConfigurationError
 if TYPE_CHECKING:
     from stratacache.tiered import TieredCache
 
-__all__ = ["AdapterStats", "Tenant", "check_tenant", "default_cache", "kind_namespace"]
+__all__ = [
+    "AdapterStats",
+    "Tenant",
+    "check_tenant",
+    "default_cache",
+    "kind_namespace",
+    "resolve_tenant",
+    "tenant_key",
+    "tenant_scoped_key",
+]
 
-#: ``tenant=`` of the semantic adapters: who may share semantic answers. A value, or a
-#: zero-argument callable asked on every call (e.g. reading a contextvar); None is one tenant.
+#: ``tenant=`` of every adapter that caches answers: who may share them. A string, or a
+#: zero-argument callable asked on every call (e.g. reading a contextvar set per request);
+#: None is the "no tenant" partition (a single-tenant app).
 Tenant = str | Callable[[], Any] | None
+
+#: Hex digits of sha256(tenant) in a tenant-scoped key: 128 bits.
+_TENANT_CHARS = 32
 
 
 def check_tenant(tenant: Any) -> Tenant:
@@ -32,6 +45,53 @@ def check_tenant(tenant: Any) -> Tenant:
             "tenant must be None, a str, or a zero-argument callable returning a str"
         )
     return tenant  # type: ignore[no-any-return]
+
+
+def resolve_tenant(tenant: Tenant) -> str | None:
+    """The tenant of this call: ``tenant``, or what the callable returns right now.
+
+    Only ``str`` or None. ``str()`` of anything else is no stable name: a default ``repr``
+    holds a memory address (a new tenant in every process, so nothing is ever shared), and a
+    ``__str__`` showing a display name can give two tenants one partition.
+
+    :raises ConfigurationError: the callable returned something else (whatever the callable
+        itself raises propagates unchanged).
+    """
+    value = tenant() if callable(tenant) else tenant
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(
+            f"tenant() returned {type(value).__name__}, not str or None: return a stable "
+            "string id (e.g. str(user.org_id))"
+        )
+    return value
+
+
+def tenant_key(key: str, tenant: str | None) -> str:
+    """``key`` inside ``tenant``'s partition of the exact layer.
+
+    Without a tenant the key is unchanged, so entries written before tenants existed (and by
+    single-tenant apps) stay reachable. With one, a digest of the tenant is appended: keys of
+    two tenants, or of a tenant and the no-tenant partition, can never be equal, and the
+    tenant's name is not written into the shared tiers.
+    """
+    if tenant is None:
+        return key
+    mark = hashlib.sha256(tenant.encode("utf-8", "surrogatepass")).hexdigest()[:_TENANT_CHARS]
+    return f"{key}:t:{mark}"
+
+
+def tenant_scoped_key(key: str, tenant: Tenant, stats: AdapterStats) -> str | None:
+    """:func:`tenant_key` for this call, or None (the call bypasses the cache, read and write)
+    when the tenant cannot be had: without it, any partition we picked could be another
+    tenant's. Counted as ``tenant_errors`` and logged once."""
+    try:
+        return tenant_key(key, resolve_tenant(tenant))
+    except Exception as exc:
+        stats.problem(
+            "tenant_errors", "no tenant for this call, cache bypassed (%s: %s)",
+            type(exc).__name__, exc,
+        )  # fmt: skip
+        return None
 
 
 logger = logging.getLogger("stratacache")
@@ -75,6 +135,9 @@ def kind_namespace(cache: TieredCache, kind: str, namespace: str | None) -> Tier
     every other adapter's). So a name that does not fit keeps the kind and replaces the tail
     of the base by a digest of the full name: distinct inputs stay distinct.
     """
+    # An adapter's write must never fail the user's chain: an answer that cannot be stored
+    # (over max_value_bytes, ...) is skipped, counted and logged by the view instead.
+    cache = cache._lenient()
     if namespace:
         return cache.with_namespace(namespace)
     if cache.namespace in ("default", ""):

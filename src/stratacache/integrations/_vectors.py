@@ -14,6 +14,8 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from stratacache.integrations._cacheable import storable_vectors
+
 __all__ = [
     "EmbeddingPlan",
     "TextKeys",
@@ -218,10 +220,16 @@ class VectorMemo:
         return bad
 
     def take(
-        self, plan: EmbeddingPlan, pairs: list[tuple[str, str]], vectors: Any, model: str
+        self,
+        plan: EmbeddingPlan,
+        pairs: list[tuple[str, str]],
+        vectors: Any,
+        model: str,
+        dim: int | None = None,
     ) -> tuple[dict[str, bytes], int]:
         """Record the model's fresh vectors (float32-rounded, so cold and warm calls return
-        the same numbers); returns the entries to store and how many vectors were unstorable.
+        the same numbers); returns the entries to store and how many vectors were unstorable
+        (empty, not finite, or not ``dim`` long, see ``storable_vectors``).
 
         :raises ValueError: when the model returned the wrong number of vectors.
         """
@@ -230,8 +238,9 @@ class VectorMemo:
             raise ValueError(f"{model} returned {got} embeddings for {len(pairs)} texts")
         store: dict[str, bytes] = {}
         skipped = 0
-        for (key, _), vec in zip(pairs, vectors, strict=True):
-            packed = pack_vector(vec)
+        verdicts = storable_vectors(vectors, dim)
+        for (key, _), vec, ok in zip(pairs, vectors, verdicts, strict=True):
+            packed = pack_vector(vec) if ok else None
             if packed is None:
                 skipped += 1
                 plan.vectors[key] = list(vec) if isinstance(vec, list | tuple) else vec

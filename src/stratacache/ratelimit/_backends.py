@@ -59,6 +59,37 @@ class LocalBudget:
                 if limit is not None and left is not None:
                     self._tats[i] = _gcra.clamp(self._tats[i], limit, left, now)
 
+    def drain(self, limits: Limits, empty_at: float) -> None:
+        """Make both buckets empty at ``empty_at`` (or now, if later), keeping a schedule
+        already further out.
+
+        For a limiter that falls back here because its shared Redis budget failed: that
+        budget's burst was most likely spent, and the grants it scheduled may still be
+        waiting for their slots (``empty_at``, see :attr:`RedisBudget.granted_until`); a
+        full local bucket would be a second burst on top of them.
+        """
+        with self._lock:
+            start = max(time.monotonic(), empty_at)
+            for i, limit in enumerate(limits):
+                if limit is not None:
+                    tat = self._tats[i]
+                    full = start + limit.burst / limit.rate
+                    self._tats[i] = full if tat is None else max(tat, full)
+
+    def remaining(self, limits: Limits) -> list[float | None]:
+        """What each bucket holds now, in units; negative when reservations are queued beyond
+        an empty bucket (None for a budget without limit)."""
+        with self._lock:
+            now = time.monotonic()
+            out: list[float | None] = []
+            for tat, limit in zip(self._tats, limits, strict=True):
+                if limit is None:
+                    out.append(None)
+                else:
+                    used = 0.0 if tat is None else max(0.0, tat - now) * limit.rate
+                    out.append(limit.burst - used)
+            return out
+
     def pause(self, seconds: float) -> float:
         """Returns how far schedules moved (0 when an equal or longer pause was already on)."""
         with self._lock:
@@ -98,7 +129,10 @@ class RedisBudget:
     """The same budgets in Redis, shared by every process that uses the same ``name``.
 
     Short socket timeouts and no retries: a limiter that waits on a sick Redis adds its timeout
-    to every LLM call, so the limiter falls back to a :class:`LocalBudget` instead.
+    to every LLM call, so the limiter falls back to a :class:`LocalBudget` instead. On a
+    cluster, one retry: redis-py reads the slot map again after a connection error, and the
+    retry is what reaches a replica promoted in the meantime (its default of ten retries made
+    a dead primary cost eleven connection attempts per call).
     """
 
     def __init__(self, url: str, name: str, timeout: float = 0.25) -> None:
@@ -134,6 +168,9 @@ class RedisBudget:
             OSError,
         )
         self._lock = threading.Lock()
+        #: When the last slot granted by Redis comes (monotonic): a limiter falling back to
+        #: a local budget lets these grants happen before granting any of its own.
+        self.granted_until = 0.0
         self._client: Any = None
         self._script: Any = None
         # One client per event loop, closed when its loop shuts down (see LoopClients).
@@ -164,7 +201,9 @@ class RedisBudget:
                     from redis.cluster import ClusterNode, RedisCluster
 
                     nodes = [ClusterNode(h, p) for h, p in self._nodes]  # type: ignore[no-untyped-call]
-                    self._client = RedisCluster(startup_nodes=nodes, **self._options())
+                    self._client = RedisCluster(
+                        startup_nodes=nodes, retry=Retry(NoBackoff(), 1), **self._options()
+                    )
                 else:
                     import redis
 
@@ -184,8 +223,13 @@ class RedisBudget:
         if self.cluster:
             from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+            from stratacache.tiers.redis import _fetch_commands_once
+
             nodes = [ClusterNode(h, p) for h, p in self._nodes]
-            client: Any = RedisCluster(startup_nodes=nodes, **self._options())
+            client: Any = RedisCluster(
+                startup_nodes=nodes, retry=Retry(NoBackoff(), 1), **self._options()
+            )
+            _fetch_commands_once(client)
         else:
             import redis.asyncio
 
@@ -209,10 +253,42 @@ class RedisBudget:
         ok, value = reply
         return int(ok) == 1, float(value.decode() if isinstance(value, bytes) else value)
 
+    def _granted(self, reply: Any) -> tuple[bool, float]:
+        ok, wait = self._parse(reply)
+        if ok:
+            self.granted_until = max(self.granted_until, time.monotonic() + wait)
+        return ok, wait
+
+    @staticmethod
+    def _rejoin_args(limits: Limits, remaining: Sequence[float | None]) -> list[list[str]]:
+        # clamp only takes a bucket down to empty; local reservations queued beyond that
+        # are charged on top, so that Redis schedules nothing in their slots.
+        calls = [
+            [
+                "clamp",
+                *_pairs(limits, [None if r is None else max(0.0, r) for r in remaining], -1.0),
+            ]
+        ]
+        debt = [0.0 if r is None else max(0.0, -r) for r in remaining]
+        if any(debt):
+            calls.append(["adjust", *_pairs(limits, [-d for d in debt], 0.0)])
+        return calls
+
+    def rejoin(self, limits: Limits, remaining: Sequence[float | None]) -> None:
+        """Back from a local fallback whose buckets hold ``remaining``: the shared buckets
+        must not hold more (they refilled while unused, or a promoted replica missed the
+        last grants), or returning would grant a second burst."""
+        for args in self._rejoin_args(limits, remaining):
+            self._sync()(keys=self.keys, args=args)
+
+    async def arejoin(self, limits: Limits, remaining: Sequence[float | None]) -> None:
+        for args in self._rejoin_args(limits, remaining):
+            await self._async()(keys=self.keys, args=args)
+
     def reserve(
         self, limits: Limits, costs: Sequence[float], max_wait: float | None
     ) -> tuple[bool, float]:
-        return self._parse(
+        return self._granted(
             self._sync()(keys=self.keys, args=self._reserve_args(limits, costs, max_wait))
         )
 
@@ -229,7 +305,7 @@ class RedisBudget:
         self, limits: Limits, costs: Sequence[float], max_wait: float | None
     ) -> tuple[bool, float]:
         args = self._reserve_args(limits, costs, max_wait)
-        return self._parse(await self._async()(keys=self.keys, args=args))
+        return self._granted(await self._async()(keys=self.keys, args=args))
 
     async def aadjust(self, limits: Limits, amounts: Sequence[float]) -> None:
         await self._async()(keys=self.keys, args=["adjust", *_pairs(limits, amounts, 0.0)])

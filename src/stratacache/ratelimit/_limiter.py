@@ -78,6 +78,7 @@ class RateLimiter:
         self._retry_redis_after = retry_redis_after
         self._redis_down_until = 0.0
         self._redis_warned = False
+        self._redis_used = False
         self._lock = threading.Lock()
         self._factor = 1.0
         self._last_decrease = -math.inf
@@ -128,13 +129,26 @@ class RateLimiter:
         return self._local
 
     def _ok(self, budget: Any) -> None:
-        if budget is self._redis and self._redis_warned:
-            self._redis_warned = False
-            log.warning("rate limiter %r: Redis is back; limits are shared again", self.name)
+        if budget is self._redis:
+            self._redis_used = True
+            if self._redis_warned:
+                self._redis_warned = False
+                log.warning("rate limiter %r: Redis is back; limits are shared again", self.name)
+
+    def _rejoin(self) -> tuple[Any, ...] | None:
+        """Back on Redis after limiting locally: the shared buckets are first brought down to
+        what the local ones have left (see :meth:`RedisBudget.rejoin`)."""
+        if not self._redis_warned:
+            return None
+        limits = self._limits()
+        return limits, self._local.remaining(limits)
 
     def _failed(self, exc: BaseException) -> None:
         self._redis_down_until = time.monotonic() + self._retry_redis_after
         if not self._redis_warned:
+            if self._redis_used and self._redis is not None:
+                # The shared burst was most likely spent: a full local one would be a second.
+                self._local.drain(self._limits(), self._redis.granted_until)
             self._redis_warned = True
             log.warning(
                 "rate limiter %r: Redis unreachable (%s); limiting in this process only "
@@ -146,6 +160,8 @@ class RateLimiter:
         budget = self._pick()
         if budget is self._redis:
             try:
+                if (rejoin := self._rejoin()) is not None:
+                    self._redis.rejoin(*rejoin)
                 result = getattr(budget, op)(*args)
             except self._redis.errors as exc:
                 self._failed(exc)
@@ -159,6 +175,8 @@ class RateLimiter:
         budget = self._pick()
         if budget is self._redis:
             try:
+                if (rejoin := self._rejoin()) is not None:
+                    await self._redis.arejoin(*rejoin)
                 result = await getattr(budget, "a" + op)(*args)
             except self._redis.errors as exc:
                 self._failed(exc)

@@ -283,7 +283,11 @@ class SemanticCache:
         self.flat_limit = flat_limit
         self._parts: dict[str, _Partition] = {}
         self._lock = threading.RLock()
-        self._calibration = _Calibration(self.error_budget)
+        #: One learned threshold per tenant (the scope's ``"tenant"`` entry): verdicts are
+        #: evidence about one tenant's traffic, and a tenant whose questions all get the same
+        #: answer ("reply OK") could otherwise teach the cache to serve looser matches to
+        #: everybody else.
+        self._calibrations: dict[str, _Calibration] = {}
         self._next_slot: int | None = None  # None: warm-up pending
         self._synced_at = -math.inf
         self._recent: OrderedDict[tuple[str, str], Decision] = OrderedDict()
@@ -311,6 +315,15 @@ class SemanticCache:
         dataclass): equal only for scopes that must share answers. The embedder is part of
         it: vectors of two models are not comparable, even when their dimensions agree."""
         return _digest(self._embedder_id + "\x00" + canonical_json(scope))
+
+    def _calibration(self, scope: Any) -> _Calibration:
+        tenant = scope.get("tenant") if isinstance(scope, Mapping) else None
+        key = canonical_json(tenant)
+        with self._lock:
+            found = self._calibrations.get(key)
+            if found is None:
+                found = self._calibrations[key] = _Calibration(self.error_budget)
+            return found
 
     @staticmethod
     def _entry_id(partition: str, prompt: str) -> str:
@@ -535,14 +548,14 @@ class SemanticCache:
                     continue
                 if self.verifier is not None:
                     ok = yield _Verify((prompt, stored.prompt, stored.value))
-                    self._calibration.add(sim, bool(ok))
+                    self._calibration(scope).add(sim, bool(ok))
                     if ok:
                         return self._finish(
                             recent_key, Decision(True, "verifier", sim, cand), stored.value
                         )
                     refused = Decision(False, "verifier", sim, cand)
                     continue
-                learned = self._calibration.threshold
+                learned = self._calibration(scope).threshold
                 if self.threshold is not None and sim >= self.threshold:
                     return self._finish(
                         recent_key, Decision(True, "threshold", sim, cand), stored.value
@@ -614,7 +627,7 @@ class SemanticCache:
             pending = self._relaxed.pop(key, None)
         if pending is not None:
             # The fresh answer says whether the refused candidate would have been right.
-            self._calibration.add(pending[1], _same_answer(pending[2], value))
+            self._calibration(scope).add(pending[1], _same_answer(pending[2], value))
         if self._next_slot is None:  # first use: warm up (and learn the journal's epoch)
             yield from self._sync_plan(force=True)
         vector = yield from self._embed_plan(prompt)
@@ -730,7 +743,7 @@ class SemanticCache:
             return
         assert decision.similarity is not None and decision.entry is not None
         self._stats.count("feedback_right" if correct else "feedback_wrong")
-        self._calibration.add(decision.similarity, bool(correct))
+        self._calibration(scope).add(decision.similarity, bool(correct))
         if not correct:
             with self._lock:
                 part = self._parts.get(partition)
@@ -755,14 +768,21 @@ class SemanticCache:
 
         with self._lock:
             parts = list(self._parts.values())
+            calibrations = list(self._calibrations.values())
+        main = max(calibrations, key=lambda c: len(c.verdicts), default=None)
         return {
             **self._stats.snapshot(),
             "entries": sum(len(p.index) for p in parts),
             "partitions": len(parts),
             "similarity_p50": pct(0.5),
             "similarity_p90": pct(0.9),
-            "learned_threshold": self._calibration.threshold,
-            "verdicts": len(self._calibration.verdicts),
+            # the tenant with the most verdicts (the only one in a single-tenant app); every
+            # tenant's under "learned_thresholds"
+            "learned_threshold": main.threshold if main is not None else None,
+            "verdicts": sum(len(c.verdicts) for c in calibrations),
+            "learned_thresholds": {
+                tenant: c.threshold for tenant, c in self._calibrations.items() if c.verdicts
+            },
             "error_budget": self.error_budget,
         }
 

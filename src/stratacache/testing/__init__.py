@@ -42,6 +42,11 @@ Knobs (constructor arguments, all also settable at runtime as attributes):
   A request costs its prompt tokens plus the completion tokens it will produce.
 * ``latency``: seconds added to every request (a float, or a callable of the path).
 * ``fail_next(n, status=500)``: the next ``n`` requests fail with that status.
+* ``misbehave_next(defect, n=1)``: the next ``n`` requests get a defective answer instead
+  (a :data:`Defect`): empty content, ``choices: []``, ``finish_reason="content_filter"``, no
+  ``finish_reason``, a 200 carrying ``{"error": ...}``, an error event mid-stream, a dropped
+  connection, a slow answer (client timeouts), and for embeddings empty, NaN or
+  wrong-dimension vectors and ``data: []``: what a cache must never store.
 * ``interrupt_stream_after``: cut every stream after that many content chunks by closing
   the connection, to test partial-stream handling.
 
@@ -53,6 +58,7 @@ clears counters, buckets and injected faults.
 from __future__ import annotations
 
 from stratacache.testing._server import (
+    Defect,
     OpenAICompatServer,
     ServerStats,
     count_tokens,
@@ -63,6 +69,7 @@ from stratacache.testing._server import (
 )
 
 __all__ = [
+    "Defect",
     "OpenAICompatServer",
     "ServerStats",
     "count_tokens",

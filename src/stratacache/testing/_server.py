@@ -15,11 +15,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, get_args
 
 from aiohttp import web
 
 __all__ = [
+    "Defect",
     "OpenAICompatServer",
     "ServerStats",
     "count_tokens",
@@ -30,6 +31,21 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
+
+#: What :meth:`OpenAICompatServer.misbehave_next` can make a request get instead of a good
+#: answer: the failure modes real providers show that a cache must never store.
+Defect = Literal[
+    "empty",  # chat: content "" and no tool call; embeddings: every vector is []
+    "no_choices",  # chat: ``choices: []``; embeddings: ``data: []``
+    "content_filter",  # chat: a cut answer with ``finish_reason: "content_filter"``
+    "unfinished",  # chat: no ``finish_reason`` (a stream ends with [DONE] but no finish chunk)
+    "error_body",  # a 200 whose body (or first stream event) is ``{"error": {...}}``
+    "stream_error",  # a stream that sends ``after`` chunks, then an error event, then ends
+    "drop",  # the connection is closed before any response byte
+    "slow",  # the answer comes after ``delay`` seconds (a client-side timeout)
+    "nan",  # embeddings: the first vector holds a NaN
+    "wrong_dim",  # embeddings: the first vector has half the dimensions
+]
 
 
 # -- deterministic model behaviour -------------------------------------------------------------
@@ -170,6 +186,9 @@ class ServerStats:
     rate_limited: int = 0
     """429 responses sent."""
     failures_injected: int = 0
+    """Error statuses sent by :meth:`~OpenAICompatServer.fail_next`, and dropped connections."""
+    defects_injected: int = 0
+    """200 answers made defective by :meth:`~OpenAICompatServer.misbehave_next`."""
     streams_interrupted: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -216,6 +235,9 @@ class _Bucket:
 class _Fault:
     remaining: int
     status: int
+    defect: Defect | None = None
+    after: int = 1
+    delay: float = 0.0
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -364,6 +386,19 @@ class OpenAICompatServer:
         with self._lock:
             self._faults.append(_Fault(n, status))
 
+    def misbehave_next(
+        self, defect: Defect, n: int = 1, *, after: int = 1, delay: float = 5.0
+    ) -> None:
+        """Make the next ``n`` requests (any endpoint) get ``defect`` instead of a good answer.
+
+        Queued behind earlier :meth:`fail_next` faults. ``after``: content chunks a
+        ``stream_error`` stream sends first; ``delay``: seconds a ``slow`` answer takes.
+        """
+        if defect not in get_args(Defect):
+            raise ValueError(f"unknown defect {defect!r}; one of {get_args(Defect)}")
+        with self._lock:
+            self._faults.append(_Fault(n, 200, defect, after, delay))
+
     def reply_for(self, messages: Sequence[Mapping[str, Any]], model: str) -> str:
         return reply_for(messages, model)
 
@@ -379,8 +414,11 @@ class OpenAICompatServer:
             self._buckets[name] = bucket
         return bucket
 
-    def _admit(self, endpoint: str, body: JSON, cost: int) -> tuple[web.Response | None, JSON]:
-        """Count the request and charge the buckets; a response is returned only on refusal."""
+    def _admit(
+        self, endpoint: str, body: JSON, cost: int
+    ) -> tuple[web.Response | None, JSON, _Fault | None]:
+        """Count the request and charge the buckets; a response is returned only on refusal,
+        a fault only when the request must get a defective answer."""
         now = time.monotonic()
         headers: dict[str, str] = {}
         with self._lock:
@@ -392,9 +430,15 @@ class OpenAICompatServer:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.pop(0)
+                if fault.defect is not None:
+                    if fault.defect == "drop":
+                        self.stats.failures_injected += 1
+                    else:
+                        self.stats.defects_injected += 1
+                    return None, headers, fault
                 self.stats.failures_injected += 1
                 error = {"message": "injected failure", "type": "server_error", "code": None}
-                return web.json_response({"error": error}, status=fault.status), headers
+                return web.json_response({"error": error}, status=fault.status), headers, None
             limits = [("requests", self.rpm, 1), ("tokens", self.tpm, cost)]
             active = [(n, self._bucket(n, lim), c) for n, lim, c in limits if lim]
             for _, bucket, _ in active:
@@ -420,8 +464,30 @@ class OpenAICompatServer:
                     "type": short,
                     "code": "rate_limit_exceeded",
                 }
-                return web.json_response({"error": error}, status=429, headers=headers), headers
-        return None, headers
+                response = web.json_response({"error": error}, status=429, headers=headers)
+                return response, headers, None
+        return None, headers, None
+
+    @staticmethod
+    async def _defect_first(
+        request: web.Request, body: JSON, fault: _Fault | None
+    ) -> web.Response | None:
+        """Apply the defects that replace or delay the whole answer (same for every endpoint);
+        a response is returned only when it replaces the answer."""
+        if fault is None:
+            return None
+        if fault.defect == "slow":
+            await asyncio.sleep(fault.delay)
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=500)  # the client gave up: nothing to answer
+        elif fault.defect == "drop":
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)  # never written: the connection is gone
+        elif fault.defect in ("error_body", "stream_error") and not body.get("stream"):
+            error = {"message": "injected error body", "type": "server_error", "code": None}
+            return web.json_response({"error": error})
+        return None
 
     async def _delay(self, path: str) -> None:
         latency = self.latency(path) if callable(self.latency) else self.latency
@@ -503,9 +569,20 @@ class OpenAICompatServer:
                 text, finish = text[: max_tokens * 4], "length"
             n_completion = count_tokens(text)
         choices = max(1, int(body.get("n") or 1))
-        refusal, headers = self._admit("chat", body, n_prompt + n_completion * choices)
+        refusal, headers, fault = self._admit("chat", body, n_prompt + n_completion * choices)
         if refusal is not None:
             return refusal
+        replaced = await self._defect_first(request, body, fault)
+        if replaced is not None:
+            return replaced
+        defect = fault.defect if fault is not None else None
+        finish_reason: str | None = finish
+        if defect in ("empty", "no_choices"):
+            text, finish_reason, tool_call = "", "stop", None
+        elif defect == "content_filter":  # the words before the filter cut in
+            text, finish_reason, tool_call = text.split(" ")[0], "content_filter", None
+        elif defect == "unfinished":
+            finish_reason = None
         await self._delay(request.path)
         self._account(model, n_prompt, n_completion * choices)
         usage = {"prompt_tokens": n_prompt, "completion_tokens": n_completion * choices,
@@ -513,8 +590,9 @@ class OpenAICompatServer:
         ident, created = self._next_id("chatcmpl"), int(time.time())
         if body.get("stream"):
             return await self._stream(
-                request, headers, ident, created, model, text, finish, tool_call, choices,
+                request, headers, ident, created, model, text, finish_reason, tool_call, choices,
                 usage if (body.get("stream_options") or {}).get("include_usage") else None,
+                fault,
             )  # fmt: skip
         message: JSON = {"role": "assistant", "content": text if tool_call is None else None,
                          "refusal": None}  # fmt: skip
@@ -522,16 +600,17 @@ class OpenAICompatServer:
             message["tool_calls"] = [tool_call]
         payload = {
             "id": ident, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": i, "message": message, "finish_reason": finish, "logprobs": None}
-                        for i in range(choices)],
+            "choices": [{"index": i, "message": message, "finish_reason": finish_reason,
+                         "logprobs": None}
+                        for i in range(0 if defect == "no_choices" else choices)],
             "usage": usage, "system_fingerprint": "fp_loopback",
         }  # fmt: skip
         return web.json_response(payload, headers=headers)
 
     async def _stream(
         self, request: web.Request, headers: dict[str, str], ident: str, created: int,
-        model: str, text: str, finish: str, tool_call: JSON | None, choices: int,
-        usage: JSON | None,
+        model: str, text: str, finish: str | None, tool_call: JSON | None, choices: int,
+        usage: JSON | None, fault: _Fault | None = None,
     ) -> web.StreamResponse:  # fmt: skip
         response = web.StreamResponse(
             headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -547,6 +626,13 @@ class OpenAICompatServer:
             }  # fmt: skip
             return f"data: {json.dumps(data)}\n\n".encode()
 
+        defect = fault.defect if fault is not None else None
+        if defect == "no_choices":
+            data = {"id": ident, "object": "chat.completion.chunk", "created": created,
+                    "model": model, "choices": [], "usage": usage}  # fmt: skip
+            await response.write(f"data: {json.dumps(data)}\n\ndata: [DONE]\n\n".encode())
+            await response.write_eof()
+            return response
         deltas: list[JSON] = []
         if tool_call is not None:
             args = tool_call["function"]["arguments"]
@@ -564,8 +650,14 @@ class OpenAICompatServer:
                 {"content": w if i == len(words) - 1 else w + " "} for i, w in enumerate(words)
             )
         cut = self.interrupt_stream_after
+        error_at = {"stream_error": fault.after if fault else 0, "error_body": 0}.get(defect or "")
         for index in range(choices):
             for sent, delta in enumerate(deltas):
+                if error_at is not None and sent >= error_at:
+                    error = {"message": "injected stream error", "type": "server_error"}
+                    await response.write(f"data: {json.dumps({'error': error})}\n\n".encode())
+                    await response.write_eof()
+                    return response
                 if cut is not None and sent >= cut:
                     with self._lock:
                         self.stats.streams_interrupted += 1
@@ -574,7 +666,8 @@ class OpenAICompatServer:
                     return response
                 await response.write(chunk(delta, None, index))
                 await asyncio.sleep(0)
-            await response.write(chunk({}, finish, index))
+            if finish is not None:
+                await response.write(chunk({}, finish, index))
         if usage is not None:
             data = {"id": ident, "object": "chat.completion.chunk", "created": created,
                     "model": model, "choices": [], "usage": usage}  # fmt: skip
@@ -600,17 +693,27 @@ class OpenAICompatServer:
                      "type": "invalid_request_error"}  # fmt: skip
             return web.json_response({"error": error}, status=400)
         tokens = sum(len(x) if isinstance(x, list) else count_tokens(x) for x in inputs)
-        refusal, headers = self._admit("embeddings", body, tokens)
+        refusal, headers, fault = self._admit("embeddings", body, tokens)
         if refusal is not None:
             return refusal
+        replaced = await self._defect_first(request, body, fault)
+        if replaced is not None:
+            return replaced
+        defect = fault.defect if fault is not None else None
         await self._delay(request.path)
         dim = int(body.get("dimensions") or self.dim)
         as_base64 = body.get("encoding_format") == "base64"
         data = []
-        for i, item in enumerate(inputs):
-            vector = embedding_for(item, dim)
+        for i, item in enumerate(inputs[: 0 if defect == "no_choices" else None]):
+            vector = [] if defect == "empty" else embedding_for(item, dim)
+            if i == 0 and defect == "nan":
+                vector[0] = math.nan
+            elif i == 0 and defect == "wrong_dim":
+                vector = vector[: dim // 2]
             encoded: Any = (
-                base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode() if as_base64 else vector
+                base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                if as_base64
+                else vector
             )
             data.append({"object": "embedding", "index": i, "embedding": encoded})
         model = str(body.get("model", ""))

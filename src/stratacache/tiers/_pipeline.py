@@ -221,7 +221,9 @@ def _queue_write(pipe: Any, op: Op, cluster: bool) -> int:
         pipe.unlink(*args[0])
         return 1
     if kind == RELEASE:
-        pipe.eval(RELEASE_LUA, 1, args[0], args[1])
+        # execute_command: redis-py's sync cluster pipeline refuses .eval() (a TypeError, so
+        # every lease released under contention failed and was left to expire).
+        pipe.execute_command("EVAL", RELEASE_LUA, 1, args[0], args[1])
         return 1
     raise AssertionError(f"unknown operation {kind!r}")  # pragma: no cover
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,6 +21,8 @@ __all__ = ["DiskTier"]
 
 #: Keys per multi-get query: well under SQLite's bound-parameter limit on every version.
 _BATCH = 500
+#: How often (seconds) a tier checks that its directory is still the one it opened.
+_CHECK_EVERY = 1.0
 
 
 class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
@@ -50,6 +54,11 @@ class DiskTier(Tier, LeaseSupport):
 
     Namespace generations and leases go to a second, unbounded store in ``<dir>/meta`` so that
     size-based eviction can never drop a generation counter and resurrect cleared entries.
+
+    A directory deleted (``rm -rf``) or replaced under a running process is noticed within
+    about a second and opened afresh (re-created). Until then this process would read and
+    write a database file that no other process can see any more, and never hear of their
+    ``clear()``. If it cannot be re-created, every call fails (a counted miss) until it can.
     """
 
     kind = "disk"
@@ -67,27 +76,72 @@ class DiskTier(Tier, LeaseSupport):
         super().__init__(ttl=ttl, name=name)
         self.max_bytes = check_size(max_bytes, "disk tier max_bytes")
         self.directory = Path(directory).expanduser()
+        self._timeout = timeout
+        self._reopen_lock = threading.Lock()
         try:
-            self._cache = diskcache.Cache(
-                str(self.directory),
-                timeout=timeout,
-                disk=_BytesOnlyDisk,
-                size_limit=max_bytes,
-                eviction_policy="least-recently-stored",
-            )
-            self._meta = diskcache.Cache(
-                str(self.directory / "meta"),
-                timeout=timeout,
-                disk=_BytesOnlyDisk,
-                eviction_policy="none",
-            )
-        except OSError as exc:
+            self._cache, self._meta, self._identity = self._open()
+        except (OSError, sqlite3.Error) as exc:  # a read-only database is a sqlite3 error
             raise ConfigurationError(
                 f"cannot open disk cache directory {str(self.directory)!r}: {exc}. "
                 "Point disk:// (or $STRATACACHE_DIR) at a writable directory."
             ) from exc
+        self._check_at = time.monotonic() + _CHECK_EVERY
+
+    def _open(self) -> tuple[diskcache.Cache, diskcache.Cache, tuple[tuple[int, int], ...]]:
+        data = diskcache.Cache(
+            str(self.directory),
+            timeout=self._timeout,
+            disk=_BytesOnlyDisk,
+            size_limit=self.max_bytes,
+            eviction_policy="least-recently-stored",
+        )
+        try:
+            meta = diskcache.Cache(
+                str(self.directory / "meta"),
+                timeout=self._timeout,
+                disk=_BytesOnlyDisk,
+                eviction_policy="none",
+            )
+        except BaseException:
+            data.close()
+            raise
+        return data, meta, self._files()
+
+    def _files(self) -> tuple[tuple[int, int], ...]:
+        """(device, inode) of both database files; raises OSError when one is gone."""
+        return tuple(
+            (st.st_dev, st.st_ino)
+            for st in (
+                os.stat(self.directory / diskcache.core.DBNAME),
+                os.stat(self.directory / "meta" / diskcache.core.DBNAME),
+            )
+        )
+
+    def _check(self) -> None:
+        """Re-open the directory if it was deleted or replaced; at most once a second, so a
+        call pays one clock read. A failed re-open is retried on the next call and raises."""
+        if time.monotonic() < self._check_at:
+            return
+        with self._reopen_lock:
+            if time.monotonic() < self._check_at:
+                return
+            try:
+                if self._files() == self._identity:
+                    self._check_at = time.monotonic() + _CHECK_EVERY
+                    return
+            except OSError:
+                pass
+            self._check_at = 0.0  # until a re-open succeeds, every call tries again
+            cache, meta, self._identity = self._open()
+            old = self._cache, self._meta
+            self._cache, self._meta = cache, meta
+            self._check_at = time.monotonic() + _CHECK_EVERY
+        for store in old:
+            # Closes this thread's connection; other threads' go with the old object.
+            store.close()
 
     def _store(self, key: str) -> diskcache.Cache:
+        self._check()
         return self._meta if key.startswith(META_PREFIX) else self._cache
 
     def get(self, key: str) -> bytes | Miss:
@@ -108,6 +162,7 @@ class DiskTier(Tier, LeaseSupport):
         rules as ``Cache.get``: raw keys only, expired rows are misses. Should a future diskcache
         change its internals, the per-key loop takes over.
         """
+        self._check()
         data_keys = [k for k in keys if not k.startswith(META_PREFIX)]
         found = {k: v for k in keys if k.startswith(META_PREFIX) for v in [self.get(k)]
                  if isinstance(v, bytes)}  # fmt: skip
@@ -138,6 +193,7 @@ class DiskTier(Tier, LeaseSupport):
 
     def set_many(self, entries: Iterable[SetEntry]) -> None:
         # One transaction: N writes cost one commit instead of N.
+        self._check()
         with self._cache.transact(retry=False):
             for key, data, ttl in entries:
                 self._store(key).set(key, data, expire=ttl, retry=False)
@@ -161,6 +217,7 @@ class DiskTier(Tier, LeaseSupport):
         return [key for (key,) in rows if isinstance(key, str) and key.startswith(prefix)]
 
     def clear(self) -> None:
+        self._check()
         self._cache.clear(retry=False)
         self._meta.clear(retry=False)
 
@@ -172,9 +229,11 @@ class DiskTier(Tier, LeaseSupport):
         self._meta.close()
 
     def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
+        self._check()
         return bool(self._meta.add(key, token.encode(), expire=ttl, retry=False))
 
     def release_lease(self, key: str, token: str) -> None:
+        self._check()
         with self._meta.transact(retry=False):
             if self._meta.get(key, retry=False) == token.encode():
                 self._meta.delete(key, retry=False)

@@ -3,11 +3,12 @@
 Only plain string commands are used (GET, SET PX, MGET, UNLINK, one compare-and-delete
 script), so any Redis-compatible server works without modules. Every key is independent,
 which keeps the tier Cluster-safe without hash tags: multi-key reads use MGET on a single
-node and ``mget_nonatomic`` (split by slot) on a cluster.
+node and one single-slot MGET per slot, pipelined, on a cluster.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -249,6 +250,7 @@ class RedisTier(Tier, LeaseSupport):
                 retry=self._retry(True),
                 **self._options,
             )
+            _fetch_commands_once(client)
         else:
             import redis.asyncio
 
@@ -316,7 +318,9 @@ class RedisTier(Tier, LeaseSupport):
         self._aclients.forget_closed()
 
     def acquire_lease(self, key: str, token: str, ttl: float) -> bool:
-        return self._call(pl.SETNX, key, token, _px(ttl))  # type: ignore[no-any-return]
+        if self._call(pl.SETNX, key, token, _px(ttl)):
+            return True
+        return _mine(self._call(pl.GET, key), token)
 
     def release_lease(self, key: str, token: str) -> None:
         self._call(pl.RELEASE, key, token)
@@ -359,7 +363,9 @@ class RedisTier(Tier, LeaseSupport):
         self.close()
 
     async def aacquire_lease(self, key: str, token: str, ttl: float) -> bool:
-        return await self._acall(pl.SETNX, key, token, _px(ttl))  # type: ignore[no-any-return]
+        if await self._acall(pl.SETNX, key, token, _px(ttl)):
+            return True
+        return _mine(await self._acall(pl.GET, key), token)
 
     async def arelease_lease(self, key: str, token: str) -> None:
         await self._acall(pl.RELEASE, key, token)
@@ -375,6 +381,14 @@ def _reset_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
     os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _mine(holder: bytes | Miss, token: str) -> bool:
+    """Is the lease that made SET NX fail our own? redis-py sends a command again when its
+    connection died before the reply (a primary killed mid-call, then the promoted replica):
+    the first SET NX may have landed and replicated, so the retry finds our token. Taken for
+    someone else's, the fill waited ``lock_timeout`` (a minute) for a lease nobody held."""
+    return holder == token.encode()
 
 
 def _text(key: str | bytes) -> str:
@@ -406,15 +420,22 @@ def _pipe(client: Any, keyslot: Any) -> Any:
     return client.pipeline() if keyslot else client.pipeline(transaction=False)
 
 
+def _alone_in_a_pipeline(op: pl.Op, keyslot: Any) -> bool:
+    # MSET is a batch of its own. So is a cluster MGET: redis-py's mget_nonatomic pins each
+    # slot's node when the call starts, so its retry after a failover went back to the dead
+    # primary and failed; our pipeline routes by key and follows the refreshed slot map.
+    return op.kind == pl.MSET or (op.kind == pl.MGET and keyslot is not None)
+
+
 def _send_one(client: Any, op: pl.Op, keyslot: Any) -> Any:
-    if op.kind == pl.MSET:  # already a batch of its own
+    if _alone_in_a_pipeline(op, keyslot):
         _send_many(client, [op], keyslot)
         return op.outcome()
     return pl.finish_direct(op, pl.direct_call(client, op, keyslot is not None))
 
 
 async def _asend_one(client: Any, op: pl.Op, keyslot: Any) -> Any:
-    if op.kind == pl.MSET:
+    if _alone_in_a_pipeline(op, keyslot):
         await _asend_many(client, [op], keyslot)
         return op.outcome()
     return pl.finish_direct(op, await pl.direct_call(client, op, keyslot is not None))
@@ -454,13 +475,60 @@ async def _asend_many(client: Any, ops: list[pl.Op], keyslot: Any) -> None:
         replies = await pipe.execute(raise_on_error=False)
     except Exception as exc:
         replies = exc
+    else:
+        if keyslot is not None:
+            _refresh_if_lost(client, replies)
     finish(replies)
+
+
+def _refresh_if_lost(client: Any, replies: list[Any]) -> None:
+    """A node of an async cluster pipeline died mid-batch: have the slot map read again.
+
+    redis-py's async cluster pipeline hands a connection lost while reading back as that
+    command's result without refreshing the slot map (the sync one retries such commands,
+    and both refresh when the error is raised). Until some later call raised, every batch
+    went back to the dead primary, failing and feeding the breaker after its replica had
+    already been promoted."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    lost = (RedisConnectionError, RedisTimeoutError)
+    if any(isinstance(reply, lost) for reply in replies) and hasattr(client, "_initialize"):
+        client._initialize = True
 
 
 def _blocking_client(cls: Any, pool_cls: Any, url: str, options: dict[str, Any]) -> Any:
     client = cls(connection_pool=pool_cls.from_url(url, **options))
     client.auto_close_connection_pool = True  # as Redis.from_url does: close() closes the pool
     return client
+
+
+def _fetch_commands_once(client: Any) -> None:
+    """Stop redis-py's async cluster client from fetching and parsing ``COMMAND`` (thousands of
+    reply lines, parsed in Python) again at every slot-map refresh, i.e. after every
+    connection error: during a failover that held the event loop 0.1-0.4 s per refresh and
+    delayed the first successful call after the promotion by as much. The command table
+    does not change when a node fails; the node used for key lookups still follows."""
+    from redis._parsers.commands import AsyncCommandsParser
+
+    if type(getattr(client, "commands_parser", None)) is AsyncCommandsParser:
+        client.commands_parser = _commands_once()()
+
+
+@functools.cache
+def _commands_once() -> Any:
+    from redis._parsers.commands import AsyncCommandsParser
+
+    class CommandsOnce(AsyncCommandsParser):
+        __slots__ = ()
+
+        async def initialize(self, node: Any = None) -> None:
+            if node:
+                self.node = node
+            if not self.commands:
+                await super().initialize(node)
+
+    return CommandsOnce
 
 
 async def _aclose_client(conn: _AsyncClient) -> None:

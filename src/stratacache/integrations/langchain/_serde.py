@@ -33,6 +33,8 @@ from langchain_core.outputs import (
 )
 from pydantic import BaseModel
 
+from stratacache.integrations._cacheable import refused_finish
+
 __all__ = [
     "GENERATIONS_TAG",
     "Uncacheable",
@@ -94,6 +96,26 @@ def _is_empty(gen: Generation) -> bool:
     return not gen.text
 
 
+def _finish_reasons(gen: Generation) -> list[Any]:
+    """Where LangChain records why a generation ended: ``generation_info`` (``invoke``) and the
+    message's ``response_metadata`` (merged streams, which carry no generation_info)."""
+    reasons = [(gen.generation_info or {}).get("finish_reason")]
+    if isinstance(gen, ChatGeneration):
+        reasons.append(gen.message.response_metadata.get("finish_reason"))
+    return reasons
+
+
+def _unfinished_openai(gen: Generation, reasons: list[Any]) -> bool:
+    """An OpenAI Chat Completions answer without a finish reason: langchain-openai records
+    one for every finished answer (``invoke`` and the last stream chunk), so its absence means
+    a stream that ended without finishing. Other providers name it differently (Anthropic's
+    ``stop_reason``, the Responses API's ``status``), so only this one is judged."""
+    if not isinstance(gen, ChatGeneration) or any(reasons):
+        return False
+    meta = gen.message.response_metadata
+    return meta.get("model_provider") == "openai" and "status" not in meta
+
+
 def _storable_parsed(parsed: Any) -> Any:
     """``parsed`` (structured output) in a form that survives JSON and that LangChain's
     parsers accept on a hit: ``_oai_structured_outputs_parser`` builds the schema from a dict.
@@ -145,8 +167,12 @@ def encode_generations(generations: Sequence[Generation]) -> tuple[bytes, list[G
             raise Uncacheable(f"not a Generation: {type(gen).__name__}")
         if _is_empty(gen):
             raise Uncacheable("empty generation")
-        if (gen.generation_info or {}).get("finish_reason") == "error":
-            raise Uncacheable("generation finished with an error")
+        reasons = _finish_reasons(gen)
+        reason = refused_finish(reasons)
+        if reason is not None:
+            raise Uncacheable(f"generation finished with {reason!r}")
+        if _unfinished_openai(gen, reasons):
+            raise Uncacheable("the provider never said the answer finished (no finish_reason)")
     data = dumpd([_prepare(g) for g in generations])
     if _scan_unserializable(data):
         raise Uncacheable("a generation holds an object LangChain cannot serialize")

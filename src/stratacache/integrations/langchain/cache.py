@@ -15,7 +15,14 @@ from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.outputs import Generation
 
 from stratacache._stats import GLOBAL_SAVINGS
-from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
+from stratacache.integrations._shared import (
+    AdapterStats,
+    Tenant,
+    check_tenant,
+    default_cache,
+    kind_namespace,
+    tenant_scoped_key,
+)
 from stratacache.integrations.langchain._keys import calling_llm_identity, llm_cache_key
 from stratacache.integrations.langchain._serde import (
     Uncacheable,
@@ -36,6 +43,11 @@ class LLMCache(BaseCache):
     :param namespace: the namespace entries live in (default ``lc-llm``, or
         ``<cache namespace>.lc-llm``); :meth:`clear` drops exactly this namespace.
     :param ttl: lifetime of new entries in seconds (or ``"1h"``); default: the cache's TTL.
+    :param tenant: who may share answers: a ``str``, or a zero-argument callable evaluated on
+        every call (e.g. reading a contextvar set per request) returning a ``str`` or None.
+        Entries are served **within one tenant only**; None (the default) is one partition of
+        its own, for a single-tenant app. A callable that fails or returns a non-string makes
+        that call bypass the cache (counted as ``tenant_errors``, logged once).
 
     The key is built from the parsed messages and model parameters, not LangChain's raw strings:
     message ids, provider tool-call ids, history metadata and transport settings (timeouts,
@@ -54,7 +66,9 @@ class LLMCache(BaseCache):
         *,
         namespace: str | None = None,
         ttl: float | str | None = None,
+        tenant: Tenant = None,
     ) -> None:
+        self.tenant = check_tenant(tenant)
         base = cache if cache is not None else default_cache()
         if not isinstance(base, TieredCache):
             raise TypeError(f"cache must be a stratacache.TieredCache, not {type(base).__name__}")
@@ -76,12 +90,13 @@ class LLMCache(BaseCache):
             # A chat model's llm_string starts with its serialized configuration; a BaseLLM's
             # does not, so its configuration is read from the calling model.
             model = None if llm_string.startswith("{") else calling_llm_identity()
-            return llm_cache_key(prompt, llm_string, model)
+            key = llm_cache_key(prompt, llm_string, model)
         except Exception as exc:
             self._stats.problem(
                 "key_errors", "could not build a key (%s: %s)", type(exc).__name__, exc
             )
             return None
+        return tenant_scoped_key(key, self.tenant, self._stats)
 
     def _accept(self, raw: Any) -> tuple[list[Generation] | None, bool]:
         """Decode what the cache returned: ``(generations or None, delete the entry?)``."""

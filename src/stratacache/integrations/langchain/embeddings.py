@@ -17,6 +17,7 @@ from typing import Any, Final
 from langchain_core.embeddings import Embeddings
 
 from stratacache._stats import GLOBAL_SAVINGS
+from stratacache.integrations._cacheable import declared_dimensions
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
 from stratacache.integrations._vectors import (
     EmbeddingPlan,
@@ -136,9 +137,14 @@ class CachedEmbeddings(Embeddings):
         self, plan: EmbeddingPlan, pairs: list[tuple[str, str]], vectors: Any
     ) -> dict[str, bytes]:
         """Record fresh vectors; return the entries to store (bad vectors are not stored)."""
-        store, skipped = self._memo.take(plan, pairs, vectors, type(self.underlying).__name__)
+        store, skipped = self._memo.take(
+            plan, pairs, vectors, type(self.underlying).__name__,
+            declared_dimensions(self.underlying),
+        )  # fmt: skip
         for _ in range(skipped):
-            self._stats.problem("skipped_writes", "an empty or non-finite vector was not cached")
+            self._stats.problem(
+                "skipped_writes", "an empty, non-finite or wrong-length vector was not cached"
+            )
         return store
 
     # -- Embeddings ---------------------------------------------------------------------------

@@ -30,7 +30,13 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
-from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
+from stratacache.integrations._shared import (
+    AdapterStats,
+    check_tenant,
+    default_cache,
+    kind_namespace,
+    tenant_scoped_key,
+)
 from stratacache.integrations.langchain._serde import (
     Uncacheable,
     decode_documents,
@@ -145,6 +151,10 @@ class CachedRetriever(BaseRetriever):
     :param version: part of every key; change it (a string, or a callable returning one, e.g.
         the index build time) when an index changes in a way the key cannot see (writes to an
         external vector database). Stores whose contents are readable need no version bump.
+    :param tenant: who may share results (as ``LLMCache``'s): a ``str`` or a zero-argument
+        callable evaluated per call; None (default) is the no-tenant partition. Results can
+        hold documents a tenant may not see (per-user filters inside the inner retriever), so
+        they are never served across tenants.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -155,6 +165,7 @@ class CachedRetriever(BaseRetriever):
     namespace: str | None = None
     version: str | Callable[[], str] = "0"
     retriever_id: str | None = None
+    tenant: Any = Field(default=None, exclude=True)
 
     _store: TieredCache = PrivateAttr()
     _stats: AdapterStats = PrivateAttr(default_factory=lambda: AdapterStats("CachedRetriever"))
@@ -163,6 +174,7 @@ class CachedRetriever(BaseRetriever):
         if retriever is not None:
             kwargs["retriever"] = retriever
         super().__init__(**kwargs)
+        check_tenant(self.tenant)
         base = self.cache if self.cache is not None else default_cache()
         if not isinstance(base, TieredCache):
             raise TypeError(f"cache must be a stratacache.TieredCache, not {type(base).__name__}")
@@ -175,7 +187,7 @@ class CachedRetriever(BaseRetriever):
         try:
             identity = _describe(self.retriever, named=self.retriever_id is not None)
             version = self.version() if callable(self.version) else self.version
-            return digest(
+            key = digest(
                 {"id": self.retriever_id, "r": identity, "v": version, "q": query, "kw": kwargs}
             )
         except Exception as exc:
@@ -184,6 +196,7 @@ class CachedRetriever(BaseRetriever):
                 type(self.retriever).__name__, exc,
             )  # fmt: skip
             return None
+        return tenant_scoped_key(key, self.tenant, self._stats)
 
     def _accept(self, raw: Any) -> tuple[list[Document] | None, bool]:
         if raw is MISS:

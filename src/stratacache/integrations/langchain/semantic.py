@@ -34,6 +34,7 @@ from stratacache.integrations._shared import (
     check_tenant,
     default_cache,
     kind_namespace,
+    resolve_tenant,
 )
 from stratacache.integrations.langchain._keys import (
     _normalize_llm_string,
@@ -117,10 +118,11 @@ class SemanticLLMCache(LLMCache):
     :param error_budget: share of wrong hits a learned threshold may risk.
     :param verifier: optional ``(new_question, cached_question, cached_answer_text) -> bool``
         (or async) consulted on borderline candidates; it receives the cached answer's text.
-    :param tenant: who may share semantic answers: a ``str``, or a zero-argument callable
-        evaluated per request (e.g. reading a contextvar) returning a ``str`` or None. Semantic
-        entries are shared **within a tenant only**; the default None is one shared tenant (a
-        single-tenant app). The exact layer is keyed like ``LLMCache`` (not by tenant).
+    :param tenant: who may share answers: a ``str``, or a zero-argument callable evaluated
+        per request (e.g. reading a contextvar) returning a ``str`` or None. Both layers serve
+        **within one tenant only**: the exact key is ``LLMCache``'s for the same tenant, and
+        the tenant is part of the semantic scope, so a lookup searches only the caller's
+        partition. The default None is one partition of its own (a single-tenant app).
     :param ttl: lifetime of new entries in both layers (seconds or ``"1h"``).
     :param namespace: the exact layer's namespace (as for ``LLMCache``); the semantic layer
         uses ``<namespace>.lc-sem``.
@@ -143,9 +145,8 @@ class SemanticLLMCache(LLMCache):
 
         check_tenant(tenant)
         base = cache if cache is not None else default_cache()
-        super().__init__(base, namespace=namespace, ttl=ttl)
+        super().__init__(base, namespace=namespace, ttl=ttl, tenant=tenant)
         self._stats = AdapterStats("SemanticLLMCache")
-        self.tenant = tenant
         self.user_verifier = verifier
         owner = base if namespace is None else base.with_namespace(namespace)
         view = kind_namespace(owner, "lc-sem", None)
@@ -177,11 +178,7 @@ class SemanticLLMCache(LLMCache):
         return self.user_verifier(new, cached_question, answer)
 
     def _tenant(self) -> str | None:
-        tenant = self.tenant
-        value = tenant() if callable(tenant) else tenant
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"tenant() returned {type(value).__name__}, not str or None")
-        return value
+        return resolve_tenant(self.tenant)
 
     def _split(self, prompt: str, llm_string: str) -> tuple[str, dict[str, Any]]:
         """``(text compared semantically, scope that must match exactly)``.
@@ -248,6 +245,10 @@ class SemanticLLMCache(LLMCache):
             self._stats.problem("bad_entries", "unusable semantic entry ignored (%s)", exc)
             self._miss()
             return None
+        # ``hits`` counts every answer served from the cache, as in the LiteLLM and
+        # LlamaIndex adapters (hit rate = hits / (hits + misses)); ``semantic_hits`` says how
+        # many of them the semantic layer served.
+        self._stats.count("hits")
         self._stats.count("semantic_hits")
         GLOBAL_SAVINGS.record_hit(tokens=usage_tokens(generations), framework="langchain")
         return generations
@@ -328,7 +329,8 @@ class SemanticLLMCache(LLMCache):
     # -- introspection --------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Exact ``hits``, ``semantic_hits``, ``misses`` (both layers missed or the semantic
+        """``hits`` (every answer served, by either layer), ``semantic_hits`` (those the
+        semantic layer served), ``misses`` (both layers missed or the semantic
         layer was skipped), ``semantic_skipped:<reason>``, the semantic layer's own stats under
         ``semantic`` and the tiers' under ``cache``."""
         return {

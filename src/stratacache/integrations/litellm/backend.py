@@ -6,7 +6,8 @@ litellm's ``Cache`` decides *whether* to read or write (``no-cache``, ``no-store
 the way in, ``_accept`` on the way out); only the tier call differs.
 
 What is never stored: errors, responses without output (no choices, empty content and no tool
-call), choices without a ``finish_reason`` (an assembled stream that never finished), empty
+call), choices without a ``finish_reason`` (an assembled stream that never finished) or with a
+filtered/failed one (``content_filter``, ``error``: see ``_cacheable``), empty or non-finite
 embeddings, values that are not JSON-compatible, and anything with ``ttl <= 0``. A problem here
 never reaches the caller: it is a counted, once-logged miss or skipped write.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from litellm.caching.base_cache import BaseCache
 
+from stratacache.integrations._cacheable import refused_finish, storable_vectors
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
 from stratacache.integrations.litellm._compat import apply_hit_patch
 from stratacache.integrations.litellm._keys import UNCACHEABLE
@@ -57,8 +59,13 @@ def check_response(response: Any) -> None:
             raise Uncacheable("the response has no output")
         if any(isinstance(c, dict) and c.get("finish_reason") is None for c in choices):
             raise Uncacheable("the response did not finish (interrupted stream?)")
-    if "embedding" in response and not response["embedding"]:
-        raise Uncacheable("the embedding is empty")
+        reason = refused_finish(c.get("finish_reason") for c in choices if isinstance(c, dict))
+        if reason is not None:
+            raise Uncacheable(f"the response finished with {reason!r}")
+    if "embedding" in response:
+        vector = response["embedding"]
+        if not vector or (isinstance(vector, list) and not storable_vectors([vector])[0]):
+            raise Uncacheable("the embedding is empty or not finite")
     if response.get("object") == "list" and not response.get("data"):
         raise Uncacheable("the embedding response has no data")
 

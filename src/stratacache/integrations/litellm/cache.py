@@ -36,7 +36,8 @@ from litellm.caching.caching import Cache, CacheMode
 from litellm.types.utils import EmbeddingResponse
 from pydantic import BaseModel
 
-from stratacache.integrations._shared import AdapterStats, Tenant
+from stratacache.integrations._cacheable import storable_vectors
+from stratacache.integrations._shared import AdapterStats, Tenant, check_tenant, tenant_key
 from stratacache.integrations.litellm._keys import UNCACHEABLE, request_key
 from stratacache.integrations.litellm.backend import CacheBackend, Uncacheable, check_response
 from stratacache.integrations.litellm.semantic import (
@@ -45,6 +46,7 @@ from stratacache.integrations.litellm.semantic import (
     scope_messages,
     skip_reason,
 )
+from stratacache.keys import canonical_json
 from stratacache.semantic import SemanticCache
 from stratacache.tiered import TieredCache
 
@@ -87,8 +89,12 @@ class LiteLLMCache(Cache):
     :param backend: an existing :class:`CacheBackend` instead of ``cache``/``namespace``.
     :param semantic: a :class:`~stratacache.semantic.SemanticCache` consulted after an exact
         miss (chat requests only; see ``semantic.py``); None: exact matching only.
-    :param tenant: the tenant of the semantic scope when the request names none of its own
-        (``user``, proxy key/team/end-user ids): a string or a zero-argument callable.
+    :param tenant: who may share answers, in both layers: a string or a zero-argument
+        callable evaluated per call (e.g. reading a contextvar). It is part of the exact key
+        and of the semantic scope, together with the proxy's key/team/org/user/end-user ids
+        from ``metadata`` (``user`` is in the key as a request parameter). Embeddings are
+        shared by all tenants: a vector depends on the model and the text only. A callable that
+        fails or returns a non-string leaves that call uncached (``tenant_errors``).
     :param kwargs: any other ``litellm.Cache`` argument (``supported_call_types``, ...).
     """
 
@@ -110,7 +116,7 @@ class LiteLLMCache(Cache):
                 f"semantic must be a stratacache.semantic.SemanticCache, not {type(semantic)}"
             )
         self.semantic = semantic
-        self.tenant = tenant
+        self.tenant = check_tenant(tenant)
         self.backend = backend if backend is not None else CacheBackend(cache, namespace=namespace)
         super().__init__(
             _backend=self.backend, ttl=ttl, max_messages=max_messages, mode=mode, **kwargs
@@ -122,6 +128,16 @@ class LiteLLMCache(Cache):
 
     def __repr__(self) -> str:
         return f"<LiteLLMCache backend={self.backend!r}>"
+
+    def stats(self) -> dict[str, Any]:
+        """This adapter's own counters (``semantic_hits``, ``semantic_skipped: <reason>``,
+        problems), the semantic layer's under ``semantic``, and the backend's (entries, the
+        tiers) under ``backend``. Hits and savings per model are :func:`install`'s
+        ``Installation.stats.stats()``."""
+        out: dict[str, Any] = {**self._stats.snapshot(), "backend": self.backend.stats()}
+        if self.semantic is not None:
+            out["semantic"] = self.semantic.stats()
+        return out
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -136,7 +152,27 @@ class LiteLLMCache(Cache):
                 "key_errors", "request not cached: no key (%s: %s)", type(exc).__name__, exc
             )
             return f"{UNCACHEABLE}{time.monotonic_ns()}"
+        try:
+            key = self._tenant_key(key, kwargs)
+        except Exception as exc:
+            self._stats.problem(
+                "tenant_errors", "no tenant for this call, cache bypassed (%s: %s)",
+                type(exc).__name__, exc,
+            )  # fmt: skip
+            return f"{UNCACHEABLE}{time.monotonic_ns()}"
         return str(self._add_namespace_to_cache_key(key, **kwargs))
+
+    def _tenant_key(self, key: str, kwargs: Mapping[str, Any]) -> str:
+        """``key`` in the request's tenant partition: ``install(tenant=)`` and the proxy ids
+        (``user`` is already in the key). Embeddings stay shared; a call whose type is not
+        known to be an embedding is partitioned (fail closed: that costs hits, never leaks)."""
+        call_type = getattr(kwargs.get("litellm_logging_obj"), "call_type", None)
+        if getattr(call_type, "value", call_type) in ("embedding", "aembedding"):
+            return key
+        who = request_tenant(kwargs, self.tenant)
+        if who["tenant"] is None and not who["ids"]:
+            return key
+        return tenant_key(key, canonical_json({"tenant": who["tenant"], "ids": who["ids"]}))
 
     # -- entries ------------------------------------------------------------------------------
 
@@ -200,6 +236,12 @@ class LiteLLMCache(Cache):
             stored = self._semantic_entry(result, kwargs)
             if stored is not None:
                 self.semantic.store(*stored)
+
+    async def async_add_cache_pipeline(
+        self, result: Any, dynamic_cache_object: Any = None, **kwargs: Any
+    ) -> None:
+        if self._vectors_storable(result, kwargs):
+            await super().async_add_cache_pipeline(result, dynamic_cache_object, **kwargs)
 
     async def async_add_cache(
         self, result: Any, dynamic_cache_object: Any = None, **kwargs: Any
@@ -285,6 +327,24 @@ class LiteLLMCache(Cache):
 
     # -- sync embeddings, per item ------------------------------------------------------------
 
+    def _vectors_storable(self, result: Any, kwargs: Mapping[str, Any]) -> bool:
+        """False when any vector of an embedding response is empty, not finite or of another
+        length than the rest (or than ``dimensions=``): then none of them is stored, since the
+        response as a whole comes from a faulty provider answer."""
+        data = getattr(result, "data", None)
+        if not isinstance(result, EmbeddingResponse) or not isinstance(data, list):
+            return True
+        vectors = [item.get("embedding") if isinstance(item, Mapping) else None for item in data]
+        if any(not isinstance(v, list) for v in vectors):
+            return True  # base64 strings: litellm's own checks apply
+        dim = kwargs.get("dimensions")
+        if all(storable_vectors(vectors, dim if isinstance(dim, int) else None)):
+            return True
+        self._stats.problem(
+            "skipped_writes", "embeddings not cached: an empty, non-finite or wrong-length vector"
+        )
+        return False
+
     def _items(self, kwargs: dict[str, Any]) -> list[Any]:
         raw = kwargs["input"]
         return [raw] if isinstance(raw, str) else list(raw)
@@ -295,7 +355,7 @@ class LiteLLMCache(Cache):
             if self.should_use_cache(**kwargs) is not True:  # type: ignore[no-untyped-call]
                 return
             items = self._items(kwargs)
-            if len(result.data) != len(items):
+            if len(result.data) != len(items) or not self._vectors_storable(result, kwargs):
                 return
             kwargs = dict(kwargs)
             if self.ttl is not None:

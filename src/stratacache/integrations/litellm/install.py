@@ -108,8 +108,9 @@ def install(
     :param embedder: / :param threshold: / :param error_budget: / :param verifier: passed to the
         :class:`~stratacache.semantic.SemanticCache` built for ``semantic=True`` (default
         embedder: the offline :class:`~stratacache.semantic.LocalEmbedder`).
-    :param tenant: the semantic partition of requests that carry no tenant of their own
-        (``user``, proxy key/team/end-user ids): a string or a zero-argument callable.
+    :param tenant: who may share answers, exact and semantic: a string or a zero-argument
+        callable evaluated per call (e.g. reading a contextvar). The request's own ``user``
+        and proxy key/team/org/end-user ids partition entries as well (docs/litellm.md).
     :param rate_limits: per-model RPM/TPM, e.g. ``{"gpt-4o-mini": {"rpm": 500, "tpm": 200_000}}``.
     :param redis_url: share the rate limits across processes through this Redis.
     :param ttl: default entry lifetime in seconds (per-call ``cache={"ttl": n}`` wins).

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stratacache.integrations._shared import Tenant
+from stratacache.integrations._shared import Tenant, resolve_tenant
 
 __all__ = ["TENANT_FIELDS", "last_user_text", "request_tenant", "skip_reason"]
 
@@ -101,7 +101,8 @@ def scope_messages(messages: Any) -> list[Any]:
 def request_tenant(kwargs: Mapping[str, Any], default: Tenant) -> dict[str, Any]:
     """Who the request is for: ``user``, the proxy ids found in its metadata, and ``default``.
 
-    Raises whatever a callable ``default`` raises (the caller treats it as "skip the layer").
+    Raises whatever a callable ``default`` raises, and ConfigurationError when it returns
+    neither a str nor None (the callers then leave the request uncached).
     """
     sources: list[Mapping[str, Any]] = []
     params = kwargs.get("litellm_params")
@@ -118,9 +119,8 @@ def request_tenant(kwargs: Mapping[str, Any], default: Tenant) -> dict[str, Any]
                 ids[name] = str(value)
                 break
     user = kwargs.get("user")
-    tenant = default() if callable(default) else default
     return {
-        "tenant": None if tenant is None else str(tenant),
+        "tenant": resolve_tenant(default),
         "user": None if user is None else str(user),
         "ids": ids,
     }

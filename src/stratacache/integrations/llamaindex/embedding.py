@@ -27,6 +27,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
 
 from stratacache._stats import GLOBAL_SAVINGS
 from stratacache.errors import ConfigurationError
+from stratacache.integrations._cacheable import declared_dimensions
 from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
 from stratacache.integrations._vectors import EmbeddingPlan, KeyBook, TextKeys, VectorMemo
 from stratacache.integrations.llamaindex._keys import Uncacheable, embedding_identity
@@ -64,9 +65,12 @@ class EmbeddingCacher:
         batch_size: int,
         memo_bytes: int,
         cache_queries: bool,
+        dim: int | None = None,
     ) -> None:
         self.cache = cache
         self.model_id = model_id
+        #: The vector length the model declares (``dimensions=``): other lengths are not stored.
+        self.dim = dim
         self.ttl = ttl
         self.batch_size = max(1, batch_size)
         self.cache_queries = cache_queries
@@ -108,9 +112,11 @@ class EmbeddingCacher:
         self, plan: EmbeddingPlan, pairs: list[tuple[str, str]], vectors: Any
     ) -> dict[str, bytes]:
         """Record fresh vectors; return the entries worth storing."""
-        store, skipped = self._memo.take(plan, pairs, vectors, "the embedding model")
+        store, skipped = self._memo.take(plan, pairs, vectors, "the embedding model", self.dim)
         for _ in range(skipped):
-            self.stats.problem("skipped_writes", "an empty or non-finite vector was not cached")
+            self.stats.problem(
+                "skipped_writes", "an empty, non-finite or wrong-length vector was not cached"
+            )
         return store
 
     # -- I/O ----------------------------------------------------------------------------------
@@ -188,6 +194,7 @@ def _cacher(
         batch_size=model.embed_batch_size,
         memo_bytes=memo_bytes,
         cache_queries=cache_queries,
+        dim=declared_dimensions(model),
     )
 
 

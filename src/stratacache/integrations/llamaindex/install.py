@@ -18,7 +18,7 @@ from typing import Any
 from llama_index.core import Settings
 
 from stratacache.errors import ConfigurationError
-from stratacache.integrations._shared import Tenant
+from stratacache.integrations._shared import Tenant, check_tenant
 from stratacache.integrations.llamaindex.embedding import (
     CachedEmbedding,
     patch_embedding,
@@ -51,8 +51,11 @@ def install(
     :param in_place: patch the current model objects instead of replacing them.
     :param llm: / :param embed_model: which of the two to cache.
     :param ttl: lifetime of new LLM and embedding entries.
-    :param semantic: / :param tenant: the LLM's semantic layer (see :class:`CachedLLM`): True
-        or a ready :class:`~stratacache.semantic.SemanticCache`, shared within ``tenant`` only.
+    :param semantic: the LLM's semantic layer (see :class:`CachedLLM`): True or a ready
+        :class:`~stratacache.semantic.SemanticCache`.
+    :param tenant: who may share the LLM's answers, exact and semantic (see
+        :class:`CachedLLM`). Embeddings are shared by all tenants: a vector is a function of
+        the model and the text alone, never another tenant's answer.
 
     Calling it again first undoes the previous install. An unset Settings slot stays unset
     (``"llm": None`` in the result): set the model, then call ``install()``.
@@ -62,8 +65,7 @@ def install(
         raise ConfigurationError(
             f"semantic must be True, False or a SemanticCache, got {type(semantic).__name__}"
         )
-    if tenant is not None and not (isinstance(tenant, str) or callable(tenant)):
-        raise ConfigurationError("tenant must be a str or a zero-argument callable")
+    check_tenant(tenant)
     with _lock:
         _uninstall_locked()
         done: dict[str, Any] = {"llm": None, "embed_model": None, "in_place": in_place}

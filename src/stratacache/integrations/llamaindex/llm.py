@@ -4,14 +4,16 @@
 sync and async share entries. Keys hold the model's whole configuration minus a documented
 transport/secret deny-list (see ``_keys``), the messages (files keyed by their bytes) and the
 call kwargs, so tools and ``tool_choice`` passed by ``chat_with_tools`` are part of the key.
-Streams replay chunk by chunk and are stored only once fully consumed; errors, empty answers
-and interrupted streams are never stored.
+Streams replay chunk by chunk and are stored only once fully consumed; errors, empty answers,
+interrupted streams and answers the provider flags as filtered or unfinished (``raw``'s
+``finish_reason``, see ``_cacheable``) are never stored.
 
 ``semantic=True`` (or a ready :class:`~stratacache.semantic.SemanticCache`) adds a second
 layer, asked only after an exact miss: the last user message (or the ``complete`` prompt) is
 matched semantically within a scope holding everything else exactly: the model's whole
 configuration, the method, the call kwargs (tools, temperature...), the system prompt, every
-earlier turn verbatim, and the ``tenant``. Every stored answer is written to both layers.
+earlier turn verbatim, and the ``tenant``. Every stored answer is written to both layers. The
+``tenant`` is in the exact key too: no layer serves an answer across tenants.
 Chats whose last message is not a plain-text user message (a tool result, an image) and calls
 asking for several choices use the exact layer only.
 
@@ -50,12 +52,15 @@ from llama_index.core.llms.llm import LLM, ToolSelection
 from stratacache._config import parse_duration
 from stratacache._stats import GLOBAL_SAVINGS
 from stratacache.errors import ConfigurationError
+from stratacache.integrations._cacheable import finish_reasons, refused_finish
 from stratacache.integrations._shared import (
     AdapterStats,
     Tenant,
     check_tenant,
     default_cache,
     kind_namespace,
+    resolve_tenant,
+    tenant_scoped_key,
 )
 from stratacache.integrations.llamaindex._keys import (
     Uncacheable,
@@ -91,6 +96,25 @@ def _empty(resp: Any) -> bool:
             return False
         return not any(not isinstance(b, TextBlock) for b in msg.blocks)
     return not _text_of(resp)
+
+
+def _refused(responses: Sequence[Any]) -> str | None:
+    """Why an answer (or a stream's chunks) must not be stored, read from the provider's
+    ``raw`` responses: a filtered or failed finish reason, or, for OpenAI-shaped chunks, no
+    finish reason at all (a stream that ended without finishing). None when storable."""
+    reasons: list[Any] = []
+    shaped = False
+    for resp in responses:
+        found = finish_reasons(getattr(resp, "raw", None))
+        if found is not None:
+            shaped = True
+            reasons.extend(found)
+    refused = refused_finish(reasons)
+    if refused is not None:
+        return f"finish_reason {refused}"
+    if shaped and not any(reasons):
+        return "no finish_reason"
+    return None
 
 
 def _dump(resp: Any) -> dict[str, Any]:
@@ -163,16 +187,18 @@ class LLMCacher:
             # Not make_key's ``messages=``: its per-run id stripping is for LangChain-style
             # message dicts; ids inside LlamaIndex messages are content (see messages_for_key).
             chat = None if prompt is not None else messages_for_key(payload)
-            return make_key(
+            key = make_key(
                 namespace="li", llm=ident, method=method, prompt=prompt, chat=chat,
                 kwargs=clean_kwargs(kwargs),
             )  # fmt: skip
         except Uncacheable as exc:
             self.stats.problem("uncacheable", "call not cached: %s", exc)
+            return None
         except Exception as exc:
             self.stats.problem("key_errors", "could not build a key (%s: %s)",
                                type(exc).__name__, exc)  # fmt: skip
-        return None
+            return None
+        return tenant_scoped_key(key, self.tenant, self.stats)
 
     def semantic_request(
         self, llm: Any, method: str, payload: Any, kwargs: dict[str, Any]
@@ -202,11 +228,11 @@ class LLMCacher:
             scope_key = self.key(llm, method, blank, kwargs)
             if scope_key is None:
                 return None
-            tenant = self.tenant() if callable(self.tenant) else self.tenant
+            tenant = resolve_tenant(self.tenant)
         except Exception as exc:
             self.stats.problem("semantic_errors", "semantic layer skipped: %s", exc)
             return None
-        return prompt, {"llamaindex": scope_key, "tenant": None if tenant is None else str(tenant)}
+        return prompt, {"llamaindex": scope_key, "tenant": tenant}
 
     def _semantic_found(self, found: Any) -> Any:
         if found is None:
@@ -280,6 +306,10 @@ class LLMCacher:
         if _empty(resp):
             self.stats.count("skipped_empty")
             return None
+        reason = _refused([resp])
+        if reason is not None:
+            self.stats.count(f"skipped: {reason}")
+            return None
         try:
             return {"v": _FORMAT, "r": _dump(resp), "t": tokens}
         except Exception as exc:
@@ -289,6 +319,10 @@ class LLMCacher:
     def encode_stream(self, chunks: list[Any], tokens: int | None) -> dict[str, Any] | None:
         if not chunks or _empty(chunks[-1]):
             self.stats.count("skipped_empty")
+            return None
+        reason = _refused(chunks)
+        if reason is not None:
+            self.stats.count(f"skipped: {reason}")
             return None
         try:
             return {"v": _FORMAT, "s": [_dump(c) for c in chunks], "t": tokens}
@@ -483,9 +517,10 @@ class CachedLLM(LLM):
         ``LocalEmbedder`` over ``cache``) or a ready ``SemanticCache``: after an exact miss,
         serve an answer to the same question asked in other words, within the same model,
         configuration, call kwargs, earlier turns and tenant. Default False: exact only.
-    :param tenant: who the semantic entries are shared with: a string or a zero-argument
-        callable evaluated on every call (e.g. reading a context variable). Default None: one
-        tenant (a single-tenant app).
+    :param tenant: who may share answers, in both layers: a string or a zero-argument
+        callable evaluated on every call (e.g. reading a context variable) returning a string
+        or None. Default None: the no-tenant partition (a single-tenant app). A callable that
+        fails or returns a non-string makes that call bypass the cache (``tenant_errors``).
     """
 
     inner: SerializeAsAny[LLM]

@@ -29,7 +29,14 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 
 from stratacache.errors import ConfigurationError
-from stratacache.integrations._shared import AdapterStats, default_cache, kind_namespace
+from stratacache.integrations._shared import (
+    AdapterStats,
+    Tenant,
+    check_tenant,
+    default_cache,
+    kind_namespace,
+    tenant_scoped_key,
+)
 from stratacache.integrations.llamaindex._keys import (
     embedding_identity,
     jsonable,
@@ -160,6 +167,10 @@ class CachedRetriever(BaseRetriever):
         retriever).
     :param retriever_id: a stable name replacing the automatic identity of the retriever and
         its data (the user then owns bumping ``version`` when the data changes).
+    :param tenant: who may share results (as :class:`CachedLLM`'s): a string or a
+        zero-argument callable evaluated per call; None (default) is the no-tenant partition.
+        Results can hold nodes a tenant may not see (per-user filters in the inner
+        retriever), so they are never served across tenants.
     :raises ConfigurationError: when the retriever's data has no identity and neither
         ``version`` nor ``retriever_id`` is given.
     """
@@ -173,7 +184,9 @@ class CachedRetriever(BaseRetriever):
         namespace: str | None = None,
         version: str | Callable[[], str] | None = None,
         retriever_id: str | None = None,
+        tenant: Tenant = None,
     ) -> None:
+        check_tenant(tenant)
         super().__init__(callback_manager=retriever.callback_manager)
         if version is None and retriever_id is None and not _identifiable(retriever):
             raise ConfigurationError(
@@ -189,6 +202,7 @@ class CachedRetriever(BaseRetriever):
         self.ttl = ttl
         self.version = version
         self.retriever_id = retriever_id
+        self.tenant = tenant
         self._stats = AdapterStats("llamaindex.CachedRetriever")
 
     def _get_prompt_modules(self) -> dict[str, Any]:
@@ -203,10 +217,11 @@ class CachedRetriever(BaseRetriever):
                 "data": data_identity(self.retriever),
             }
             version = self.version() if callable(self.version) else self.version
-            return "r:" + digest({"r": ident, "v": version, "q": _bundle(qb)})
+            key = "r:" + digest({"r": ident, "v": version, "q": _bundle(qb)})
         except Exception as exc:
             self._stats.problem("uncacheable", "retrieval not cached: %s", exc)
             return None
+        return tenant_scoped_key(key, self.tenant, self._stats)
 
     def _accept(self, raw: Any, key: str, method: str) -> list[NodeWithScore] | None:
         if raw is not MISS:
