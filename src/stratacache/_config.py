@@ -116,8 +116,10 @@ def _options(query: str, allowed: set[str], url: str) -> dict[str, str]:
     opts = dict(parse_qsl(query, keep_blank_values=True))
     unknown = set(opts) - allowed
     if unknown:
+        # Names only, and the URL without its query: a misspelt option may hold a secret
+        # (``?encryption_key=...``, ``?pasword=...``) that must not reach a log.
         raise ConfigurationError(
-            f"unknown option(s) {sorted(unknown)} in {redact_url(url)!r}; "
+            f"unknown option(s) {sorted(unknown)} in {redact_url(url.split('?', 1)[0])!r}; "
             f"allowed: {sorted(allowed)}"
         )
     return opts

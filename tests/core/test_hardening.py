@@ -397,3 +397,11 @@ def test_namespaces_are_registered_in_shared_tiers(tmp_path: Path) -> None:
     assert peer._namespaces() == ["a", "b.lc-llm", "default"]
     cache.close()
     peer.close()
+
+
+def test_a_misspelt_option_never_shows_its_value() -> None:
+    """A misspelt option may carry a secret: the message names it, never prints its value."""
+    with pytest.raises(sc.ConfigurationError) as caught:
+        sc.TieredCache.from_urls("memory://?encryption_key=s3cr3t-v4lue")
+    assert "encryption_key" in str(caught.value)
+    assert "s3cr3t-v4lue" not in str(caught.value)
