@@ -226,9 +226,19 @@ def _info(node: RedisProcess, section: str) -> dict[str, Any]:
 
     client = redis.Redis(port=node.port)
     try:
-        return client.info(section)  # type: ignore[no-any-return]
+        info: dict[str, Any] = client.info(section)
     finally:
         client.close()
+    # redis-py before 5.1 leaves "count=3,..." values (errorstats, commandstats) unparsed
+    return {
+        name: dict(
+            (k, int(v) if v.isdigit() else v)
+            for k, v in (pair.split("=", 1) for pair in value.split(","))
+        )
+        if isinstance(value, str) and "=" in value
+        else value
+        for name, value in info.items()
+    }
 
 
 def _reset_stats(*nodes: RedisProcess) -> None:
