@@ -79,6 +79,17 @@ def tiered(tmp_path: Path) -> Iterator[sc.TieredCache]:
 
 
 @pytest.fixture
+def shared_redis_caches(redis_url: str) -> Iterator[tuple[sc.TieredCache, sc.TieredCache]]:
+    """Two processes' worth of tiers: a private memory tier each, one Redis between them."""
+    # A short generation_refresh: another process learns of a clear() that much later.
+    one = sc.TieredCache.from_urls("memory://", redis_url, generation_refresh=0.1)
+    two = sc.TieredCache.from_urls("memory://", redis_url, generation_refresh=0.1)
+    yield one, two
+    one.close()
+    two.close()
+
+
+@pytest.fixture
 def memory_cache() -> Iterator[sc.TieredCache]:
     cache = sc.TieredCache.from_urls("memory://")
     yield cache

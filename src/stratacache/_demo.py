@@ -442,13 +442,16 @@ def _saved(cold: float, warm: float) -> float:
     return 1.0 - warm / cold if cold > 0 else 0.0
 
 
+def _answered(run: dict[str, Any]) -> tuple[int, int]:
+    """``(answered by the cache, sent on)`` over the adapters' requests, every layer: LLM calls,
+    embedded texts, retriever queries. The tiers' own counters would also count the semantic
+    layer's internal reads (its journal, cached query vectors), which nobody requested."""
+    layers = run["layers"].values()
+    return sum(x.get("hits", 0) for x in layers), sum(x.get("misses", 0) for x in layers)
+
+
 def _hit_rate(run: dict[str, Any]) -> float:
-    """Requests the adapters answered from the cache, over all their requests (every layer:
-    LLM calls, embedded texts, retriever queries). The tiers' own counters would also count
-    the semantic layer's internal reads (its journal, cached query vectors), which are not
-    requests anyone made."""
-    hits = sum(layer.get("hits", 0) for layer in run["layers"].values())
-    misses = sum(layer.get("misses", 0) for layer in run["layers"].values())
+    hits, misses = _answered(run)
     return hits / (hits + misses) if hits + misses else 0.0
 
 
@@ -663,9 +666,7 @@ def render(summary: dict[str, Any]) -> str:
     for name, f in summary["frameworks"].items():
         for phase in PHASES:
             r = f[phase]
-            layers = r["layers"].values()
-            hits = sum(layer.get("hits", 0) for layer in layers)
-            misses = sum(layer.get("misses", 0) for layer in layers)
+            hits, misses = _answered(r)
             lines.append(
                 f"{name:<11} {phase:<5} {r['seconds']:7.2f}s {r['process_seconds']:7.2f}s "
                 f"{r['provider_requests']:9d} "

@@ -9,7 +9,7 @@ an error, an error event mid-stream, NaN or wrong-length vectors). For every cas
 * the caller sees exactly what it sees without stratacache: the same exception type, or the
   same (empty, filtered) answer, obtained from a ``cache=False`` twin of the model;
 * the provider's request counter shows a second identical call asked it again;
-* the memory tier holds no entry at all (a direct look at the store);
+* the memory tier holds no entry at all (a direct look at the tier);
 * and, so that none of this passes vacuously, a good answer to the same call afterwards *is*
   stored and then served without a request.
 
@@ -37,6 +37,9 @@ import stratacache as sc
 from stratacache.langchain import CachedEmbeddings, LLMCache, SemanticLLMCache, cache_streaming
 from stratacache.semantic import LocalEmbedder
 from stratacache.testing import OpenAICompatServer
+from tests.provider_faults import CLIENT_TIMEOUT
+from tests.provider_faults import entries as _entries
+from tests.provider_faults import inject as _inject
 
 #: One event loop for the module: langchain-openai shares one async httpx client per base URL
 #: across model objects, and its pooled connections belong to the loop that opened them.
@@ -45,8 +48,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 PROMPT = "How do I reset my password?"
 PARAPHRASE = "How do I reset my pasword?"
 MODES = ["invoke", "ainvoke", "stream", "astream"]
-#: How long the client waits in the timeout case, and how long the provider makes it wait.
-CLIENT_TIMEOUT, SERVER_DELAY = 0.1, 1.5
 
 
 def _chat(server: OpenAICompatServer, **kwargs: Any) -> ChatOpenAI:
@@ -82,39 +83,16 @@ async def _outcome(model: ChatOpenAI, mode: str, prompt: str = PROMPT) -> tuple[
 
 
 @pytest.fixture
-def store() -> Iterator[sc.TieredCache]:
-    """A private memory tier: what it holds is every entry any layer wrote."""
-    cache = sc.TieredCache.from_urls("memory://")
-    yield cache
-    cache.close()
-
-
-@pytest.fixture
-def exact(store: sc.TieredCache) -> Iterator[LLMCache]:
+def exact(memory_cache: sc.TieredCache) -> Iterator[LLMCache]:
     """The documented one-liner: ``set_llm_cache(LLMCache(...))``."""
-    cache = LLMCache(store)
+    cache = LLMCache(memory_cache)
     set_llm_cache(cache)
     yield cache
     set_llm_cache(None)
 
 
-def _entries(store: sc.TieredCache) -> int:
-    """Entries in the memory tier, but for the semantic journal's epoch marker (``je``), which
-    the semantic layer's first lookup writes: bookkeeping, not an answer."""
-    return len([k for k in store.tiers[0].scan("") if not k.endswith(":k:je")])
-
-
-def _inject(server: OpenAICompatServer, fault: str | int) -> None:
-    if isinstance(fault, int):
-        server.fail_next(1, status=fault)
-    elif fault == "timeout":
-        server.misbehave_next("slow", delay=SERVER_DELAY)
-    else:
-        server.misbehave_next(fault)  # type: ignore[arg-type]
-
-
 async def _never_stored(
-    server: OpenAICompatServer, store: sc.TieredCache, fault: str | int, mode: str
+    server: OpenAICompatServer, memory_cache: sc.TieredCache, fault: str | int, mode: str
 ) -> tuple[Any, ...]:
     """Run the fault once without and once with the cache; return what the caller saw."""
     short = {"timeout": CLIENT_TIMEOUT} if fault == "timeout" else {}
@@ -125,11 +103,11 @@ async def _never_stored(
     got = await _outcome(_chat(server, **short), mode)
     assert got == baseline
     assert server.stats.requests["chat"] == before + 1
-    assert _entries(store) == 0
+    assert _entries(memory_cache) == 0
     # The same call, answered well, goes to the provider again and is stored this time ...
     assert (await _outcome(_chat(server), mode))[0] == "ok"
     assert server.stats.requests["chat"] == before + 2
-    assert _entries(store) >= 1
+    assert _entries(memory_cache) >= 1
     # ... under the failing call's own key: it is now served without a request.
     assert (await _outcome(_chat(server, **short), mode))[0] == "ok"
     assert server.stats.requests["chat"] == before + 2
@@ -139,9 +117,9 @@ async def _never_stored(
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fault", [400, 401, 429, 500, 503, "drop", "timeout"])
 async def test_provider_errors_raise_as_without_the_cache_and_are_never_stored(
-    server: OpenAICompatServer, store: sc.TieredCache, exact: LLMCache, fault: Any, mode: str
+    server: OpenAICompatServer, memory_cache: sc.TieredCache, exact: LLMCache, fault: Any, mode: str
 ) -> None:
-    got = await _never_stored(server, store, fault, mode)
+    got = await _never_stored(server, memory_cache, fault, mode)
     assert got[0] == "raise"
 
 
@@ -150,9 +128,13 @@ async def test_provider_errors_raise_as_without_the_cache_and_are_never_stored(
     "defect", ["empty", "no_choices", "content_filter", "unfinished", "error_body", "stream_error"]
 )
 async def test_flawed_answers_reach_the_caller_unchanged_and_are_never_stored(
-    server: OpenAICompatServer, store: sc.TieredCache, exact: LLMCache, defect: str, mode: str
+    server: OpenAICompatServer,
+    memory_cache: sc.TieredCache,
+    exact: LLMCache,
+    defect: str,
+    mode: str,
 ) -> None:
-    got = await _never_stored(server, store, defect, mode)
+    got = await _never_stored(server, memory_cache, defect, mode)
     if defect == "content_filter":  # the words before the filter cut in, flagged as such
         assert got == ("ok", "Echo", "content_filter")
     elif defect == "unfinished":  # the whole text, but the provider never said it finished
@@ -162,7 +144,7 @@ async def test_flawed_answers_reach_the_caller_unchanged_and_are_never_stored(
 
 
 async def test_a_truncated_answer_is_a_real_answer_and_is_cached(
-    server: OpenAICompatServer, store: sc.TieredCache, exact: LLMCache
+    server: OpenAICompatServer, memory_cache: sc.TieredCache, exact: LLMCache
 ) -> None:
     """``finish_reason="length"``: cached, under a key that holds ``max_tokens``."""
     short = await _outcome(_chat(server, max_tokens=2), "invoke")
@@ -175,7 +157,7 @@ async def test_a_truncated_answer_is_a_real_answer_and_is_cached(
 
 
 async def test_a_cancelled_or_cut_stream_stores_nothing_and_a_full_one_is_stored(
-    server: OpenAICompatServer, store: sc.TieredCache, exact: LLMCache
+    server: OpenAICompatServer, memory_cache: sc.TieredCache, exact: LLMCache
 ) -> None:
     model = cache_streaming(_chat(server))
     first_chunk = asyncio.Event()
@@ -195,9 +177,9 @@ async def test_a_cancelled_or_cut_stream_stores_nothing_and_a_full_one_is_stored
         list(model.stream(PROMPT))
     server.interrupt_stream_after = None
     assert server.stats.requests["chat"] == 2
-    assert _entries(store) == 0
+    assert _entries(memory_cache) == 0
     text = "".join(str(c.content) for c in model.stream(PROMPT))
-    assert _entries(store) == 1
+    assert _entries(memory_cache) == 1
     assert "".join([str(c.content) async for c in model.astream(PROMPT)]) == text
     assert server.stats.requests["chat"] == 3
 
@@ -214,9 +196,9 @@ def local() -> LocalEmbedder:
     "fault", [500, "timeout", "empty", "content_filter", "unfinished", "stream_error"]
 )
 async def test_semantic_layer_never_stores_a_failure_a_paraphrase_asks_again(
-    server: OpenAICompatServer, store: sc.TieredCache, local: LocalEmbedder, fault: Any
+    server: OpenAICompatServer, memory_cache: sc.TieredCache, local: LocalEmbedder, fault: Any
 ) -> None:
-    cache = SemanticLLMCache(store, embeddings=local)
+    cache = SemanticLLMCache(memory_cache, embeddings=local)
     set_llm_cache(cache)
     try:
         mode = "stream" if fault in ("stream_error", "unfinished") else "invoke"
@@ -226,7 +208,7 @@ async def test_semantic_layer_never_stores_a_failure_a_paraphrase_asks_again(
         _inject(server, fault)
         assert await _outcome(_chat(server, **short), mode) == baseline
         assert cache.stats()["semantic"].get("stores", 0) == 0
-        assert _entries(store) == 0
+        assert _entries(memory_cache) == 0
         # A paraphrase is not served the failure: the provider answers it.
         answer = await _outcome(_chat(server), mode, PARAPHRASE)
         assert answer[0] == "ok" and PARAPHRASE in answer[1]
@@ -271,7 +253,7 @@ async def _embed(emb: Any, texts: list[str], sync: bool) -> tuple[Any, ...]:
 )  # fmt: skip
 async def test_bad_vectors_are_returned_as_given_and_never_stored(
     server: OpenAICompatServer,
-    store: sc.TieredCache,
+    memory_cache: sc.TieredCache,
     clients: dict[int | None, OpenAIEmbeddings],
     fault: Any,
     dims: int | None,
@@ -285,14 +267,14 @@ async def test_bad_vectors_are_returned_as_given_and_never_stored(
     _inject(server, fault)
     baseline = await _embed(clients[dims], texts, sync)
     _inject(server, fault)
-    emb = CachedEmbeddings(clients[dims], store)
+    emb = CachedEmbeddings(clients[dims], memory_cache)
     assert await _embed(emb, texts, sync) == baseline
-    assert _entries(store) == (1 if neighbour_kept else 0)
+    assert _entries(memory_cache) == (1 if neighbour_kept else 0)
     assert server.stats.requests["embeddings"] == 2
     good = await _embed(emb, texts, sync)
     assert good[:2] == ("ok", [64, 64])
     assert server.stats.requests["embeddings"] == 3
     assert server.stats.bodies[-1]["input"] == (["alpha"] if neighbour_kept else texts)
-    assert _entries(store) == 2
+    assert _entries(memory_cache) == 2
     assert await _embed(emb, texts, sync) == good
     assert server.stats.requests["embeddings"] == 3

@@ -12,7 +12,6 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -176,17 +175,6 @@ def test_no_tenant_and_a_tenant_never_share(
     _ask_as(None, model, VICTIM)
     _ask_as("acme", model, VICTIM)
     assert _calls(server) == 4
-
-
-@pytest.fixture
-def shared_redis_caches(redis_url: str) -> Iterator[tuple[sc.TieredCache, sc.TieredCache]]:
-    """Two processes' worth of tiers: a private memory tier each, one Redis between them."""
-    # A short generation_refresh: another process learns of a clear() that much later.
-    one = sc.TieredCache.from_urls("memory://", redis_url, generation_refresh=0.1)
-    two = sc.TieredCache.from_urls("memory://", redis_url, generation_refresh=0.1)
-    yield one, two
-    one.close()
-    two.close()
 
 
 def test_namespaces_over_a_shared_redis_never_see_each_other(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import litellm
@@ -39,36 +39,15 @@ import stratacache.litellm as scl
 from stratacache.semantic import LocalEmbedder
 from stratacache.testing import OpenAICompatServer
 from tests.litellm.conftest import via
+from tests.provider_faults import CLIENT_TIMEOUT
+from tests.provider_faults import entries as _entries
+from tests.provider_faults import inject as _inject
 
 MODEL = "openai/gpt-4o-mini"
 EMB = "openai/text-embedding-3-small"
 QUESTION = "How do I reset my password?"
 TYPO = "How do I reset my pasword?"
 MODES = ["sync", "async", "stream", "astream"]
-CLIENT_TIMEOUT, SERVER_DELAY = 0.1, 1.5
-
-
-@pytest.fixture
-def store() -> Iterator[sc.TieredCache]:
-    """A private memory tier: what it holds is every entry any layer wrote."""
-    cache = sc.TieredCache.from_urls("memory://")
-    yield cache
-    cache.close()
-
-
-def _entries(store: sc.TieredCache) -> int:
-    """Entries in the memory tier, but for the semantic journal's epoch marker (``je``), which
-    the semantic layer's first lookup writes: bookkeeping, not an answer."""
-    return len([k for k in store.tiers[0].scan("") if not k.endswith(":k:je")])
-
-
-def _inject(server: OpenAICompatServer, fault: str | int) -> None:
-    if isinstance(fault, int):
-        server.fail_next(1, status=fault)
-    elif fault == "timeout":
-        server.misbehave_next("slow", delay=SERVER_DELAY)
-    else:
-        server.misbehave_next(fault)  # type: ignore[arg-type]
 
 
 async def _ask(server: OpenAICompatServer, mode: str, text: str, **kw: Any) -> tuple[Any, ...]:
@@ -123,7 +102,7 @@ def _refusals(inst: scl.Installation) -> int:
 
 
 async def _never_stored(
-    server: OpenAICompatServer, inst: scl.Installation, store: sc.TieredCache, fault: Any,
+    server: OpenAICompatServer, inst: scl.Installation, memory_cache: sc.TieredCache, fault: Any,
     mode: str, text: str = QUESTION,
 ) -> tuple[Any, ...]:  # fmt: skip
     short = {"timeout": CLIENT_TIMEOUT} if fault == "timeout" else {}
@@ -140,19 +119,23 @@ async def _never_stored(
         # some releases (1.106) also a stream that never sent a finish reason; newer ones try
         # to store it and we refuse. Either way: wait for the writes in flight, then check.
         await _settle()
-    assert _entries(store) == 0
+    assert _entries(memory_cache) == 0
     return got
 
 
 async def _then_stored(
-    server: OpenAICompatServer, store: sc.TieredCache, mode: str, fault: Any, text: str = QUESTION
+    server: OpenAICompatServer,
+    memory_cache: sc.TieredCache,
+    mode: str,
+    fault: Any,
+    text: str = QUESTION,
 ) -> None:
     """The same call answered well reaches the provider, is stored, then hits."""
     before = server.stats.requests["chat"]
     good = await _ask(server, mode, text)
     assert good[0] == "ok" and good[2] == "stop"
     assert server.stats.requests["chat"] == before + 1
-    await _until(lambda: _entries(store) >= 1)
+    await _until(lambda: _entries(memory_cache) >= 1)
     short = {"timeout": CLIENT_TIMEOUT} if fault == "timeout" else {}
     again = await _ask(server, mode, text, **short)  # the failing call's own key
     assert again[:3] == good[:3]
@@ -166,35 +149,35 @@ FLAWED = [(d, m) for d in ("empty", "no_choices", "content_filter", "error_body"
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fault", [400, 401, 429, 500, 503, "drop", "timeout"])
 async def test_provider_errors_raise_as_without_the_cache_and_are_never_stored(
-    server: OpenAICompatServer, store: sc.TieredCache, fault: Any, mode: str
+    server: OpenAICompatServer, memory_cache: sc.TieredCache, fault: Any, mode: str
 ) -> None:
     short = {"timeout": CLIENT_TIMEOUT} if fault == "timeout" else {}
     _inject(server, fault)
     baseline = await _ask(server, mode, QUESTION, **short)
     assert baseline[0] == "raise"
-    inst = scl.install(store)
-    assert await _never_stored(server, inst, store, fault, mode) == baseline
-    await _then_stored(server, store, mode, fault)
+    inst = scl.install(memory_cache)
+    assert await _never_stored(server, inst, memory_cache, fault, mode) == baseline
+    await _then_stored(server, memory_cache, mode, fault)
 
 
 @pytest.mark.parametrize(("defect", "mode"), FLAWED)
 async def test_flawed_answers_reach_the_caller_unchanged_and_are_never_stored(
-    server: OpenAICompatServer, store: sc.TieredCache, defect: str, mode: str
+    server: OpenAICompatServer, memory_cache: sc.TieredCache, defect: str, mode: str
 ) -> None:
     _inject(server, defect)
     baseline = await _ask(server, mode, QUESTION)
-    inst = scl.install(store)
-    got = await _never_stored(server, inst, store, defect, mode)
+    inst = scl.install(memory_cache)
+    got = await _never_stored(server, inst, memory_cache, defect, mode)
     assert got == baseline
     if defect == "content_filter":  # the words before the filter cut in, flagged as such
         assert got[1:3] == ("Echo", "content_filter")
-    await _then_stored(server, store, mode, defect)
+    await _then_stored(server, memory_cache, mode, defect)
 
 
 async def test_a_truncated_answer_is_a_real_answer_and_is_cached(
-    server: OpenAICompatServer, store: sc.TieredCache
+    server: OpenAICompatServer, memory_cache: sc.TieredCache
 ) -> None:
-    scl.install(store)
+    scl.install(memory_cache)
     short = await _ask(server, "sync", QUESTION, max_tokens=2)
     assert short[2] == "length"
     assert (await _ask(server, "sync", QUESTION, max_tokens=2))[:3] == short[:3]
@@ -204,9 +187,9 @@ async def test_a_truncated_answer_is_a_real_answer_and_is_cached(
 
 
 async def test_a_stream_stopped_early_or_cancelled_stores_nothing(
-    server: OpenAICompatServer, store: sc.TieredCache
+    server: OpenAICompatServer, memory_cache: sc.TieredCache
 ) -> None:
-    inst = scl.install(store)
+    inst = scl.install(memory_cache)
     kwargs = via(server, model=MODEL, messages=[{"role": "user", "content": QUESTION}],
                  max_retries=0, num_retries=0, stream=True)  # fmt: skip
     for _ in litellm.completion(**kwargs):
@@ -224,9 +207,9 @@ async def test_a_stream_stopped_early_or_cancelled_stores_nothing(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert server.stats.requests["chat"] == 2
-    assert _entries(store) == 0
+    assert _entries(memory_cache) == 0
     assert inst.cache.backend.stats().get("skipped_writes", 0) == 0  # never even attempted
-    await _then_stored(server, store, "astream", None)
+    await _then_stored(server, memory_cache, "astream", None)
 
 
 # -- the semantic layer ----------------------------------------------------------------------
@@ -243,12 +226,12 @@ def embedder() -> LocalEmbedder:
      ("stream_error", "stream"), ("content_filter", "astream")],
 )  # fmt: skip
 async def test_semantic_layer_never_stores_a_failure_a_paraphrase_asks_again(
-    server: OpenAICompatServer, store: sc.TieredCache, embedder: LocalEmbedder, fault: Any,
+    server: OpenAICompatServer, memory_cache: sc.TieredCache, embedder: LocalEmbedder, fault: Any,
     mode: str,
 ) -> None:  # fmt: skip
-    inst = scl.install(store, semantic=True, embedder=embedder)
+    inst = scl.install(memory_cache, semantic=True, embedder=embedder)
     assert inst.semantic is not None
-    await _never_stored(server, inst, store, fault, mode)
+    await _never_stored(server, inst, memory_cache, fault, mode)
     assert inst.semantic.stats().get("stores", 0) == 0
     # A paraphrase is not served the failure: the provider answers it ...
     answer = await _ask(server, mode, TYPO)
@@ -281,7 +264,11 @@ async def _embed(server: OpenAICompatServer, sync: bool, **kw: Any) -> tuple[Any
     ids=["error", "no-data", "empty", "nan", "wrong-dim-declared", "wrong-dim-batch"],
 )  # fmt: skip
 async def test_bad_vectors_are_returned_as_given_and_never_stored(
-    server: OpenAICompatServer, store: sc.TieredCache, fault: Any, dims: int | None, sync: bool
+    server: OpenAICompatServer,
+    memory_cache: sc.TieredCache,
+    fault: Any,
+    dims: int | None,
+    sync: bool,
 ) -> None:
     """One bad vector keeps the whole response out of the cache (litellm writes a response's
     items together). A wrong length is told by ``dimensions=`` when the call sets it, else by
@@ -291,7 +278,7 @@ async def test_bad_vectors_are_returned_as_given_and_never_stored(
     kw = {"dimensions": dims} if dims else {}
     _inject(server, fault)
     baseline = await _embed(server, sync, **kw)
-    inst = scl.install(store)
+    inst = scl.install(memory_cache)
     refused = _refusals(inst)
     before = server.stats.requests["embeddings"]
     _inject(server, fault)
@@ -301,11 +288,11 @@ async def test_bad_vectors_are_returned_as_given_and_never_stored(
         await _until(lambda: _refusals(inst) > refused)
     else:
         await _settle()
-    assert _entries(store) == 0
+    assert _entries(memory_cache) == 0
     before = server.stats.requests["embeddings"]
     good = await _embed(server, sync, **kw)
     assert good[:2] == ("ok", [64, 64])
     assert server.stats.requests["embeddings"] == before + 1
-    await _until(lambda: _entries(store) == 2)
+    await _until(lambda: _entries(memory_cache) == 2)
     assert (await _embed(server, sync, **kw))[:3] == good[:3]
     assert server.stats.requests["embeddings"] == before + 1

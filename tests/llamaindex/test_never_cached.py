@@ -24,7 +24,6 @@ read mock stream (``test_llm.py``), a provider-cut ``astream_chat`` (``test_open
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,6 +36,9 @@ import stratacache as sc
 import stratacache.llamaindex as scli
 from stratacache.semantic import LocalEmbedder, SemanticCache
 from stratacache.testing import OpenAICompatServer
+from tests.provider_faults import CLIENT_TIMEOUT
+from tests.provider_faults import entries as _entries
+from tests.provider_faults import inject as _inject
 
 #: One event loop for the module: the OpenAI clients below live for the module, and their
 #: pooled async connections belong to the loop that opened them.
@@ -45,7 +47,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 QUESTION = "How do I reset my password?"
 TYPO = "How do I reset my pasword?"
 MODES = ["chat", "achat", "stream_chat", "astream_chat"]
-CLIENT_TIMEOUT, SERVER_DELAY = 0.1, 1.5
 
 
 @pytest.fixture(scope="module")
@@ -57,29 +58,6 @@ def llms(server_module: OpenAICompatServer) -> dict[str, OpenAI]:
                       max_retries=0, timeout=timeout)  # fmt: skip
 
     return {"normal": make(30), "short": make(CLIENT_TIMEOUT)}
-
-
-@pytest.fixture
-def store() -> Iterator[sc.TieredCache]:
-    """A private memory tier: what it holds is every entry any layer wrote."""
-    cache = sc.TieredCache.from_urls("memory://")
-    yield cache
-    cache.close()
-
-
-def _entries(store: sc.TieredCache) -> int:
-    """Entries in the memory tier, but for the semantic journal's epoch marker (``je``), which
-    the semantic layer's first lookup writes: bookkeeping, not an answer."""
-    return len([k for k in store.tiers[0].scan("") if not k.endswith(":k:je")])
-
-
-def _inject(server: OpenAICompatServer, fault: str | int) -> None:
-    if isinstance(fault, int):
-        server.fail_next(1, status=fault)
-    elif fault == "timeout":
-        server.misbehave_next("slow", delay=SERVER_DELAY)
-    else:
-        server.misbehave_next(fault)  # type: ignore[arg-type]
 
 
 def _finish(resp: Any) -> Any:
@@ -105,43 +83,43 @@ async def _ask(llm: Any, mode: str, text: str = QUESTION) -> tuple[Any, ...]:
     return "ok", last, next((r for r in reversed(reasons) if r), None)
 
 
-def _installed(llm: OpenAI, store: sc.TieredCache, **kwargs: Any) -> Any:
+def _installed(llm: OpenAI, memory_cache: sc.TieredCache, **kwargs: Any) -> Any:
     """The documented one-liner over ``Settings.llm``; returns the cached ``Settings.llm``."""
     Settings.llm = llm
-    scli.install(store, embed_model=False, **kwargs)
+    scli.install(memory_cache, embed_model=False, **kwargs)
     assert isinstance(Settings.llm, scli.CachedLLM)
     return Settings.llm
 
 
 async def _never_stored(
-    server: OpenAICompatServer, llms: dict[str, OpenAI], store: sc.TieredCache, fault: Any,
+    server: OpenAICompatServer, llms: dict[str, OpenAI], memory_cache: sc.TieredCache, fault: Any,
     mode: str, **install: Any,
 ) -> tuple[Any, ...]:  # fmt: skip
     """Run the fault on the bare model, then through the cache; return what the caller saw."""
     client = llms["short" if fault == "timeout" else "normal"]
     _inject(server, fault)
     baseline = await _ask(client, mode)
-    cached = _installed(client, store, **install)
+    cached = _installed(client, memory_cache, **install)
     before = server.stats.requests["chat"]
     _inject(server, fault)
     got = await _ask(cached, mode)
     assert got == baseline
     assert server.stats.requests["chat"] == before + 1
-    assert _entries(store) == 0
+    assert _entries(memory_cache) == 0
     return got
 
 
 async def _then_stored(
-    server: OpenAICompatServer, llms: dict[str, OpenAI], store: sc.TieredCache, fault: Any,
+    server: OpenAICompatServer, llms: dict[str, OpenAI], memory_cache: sc.TieredCache, fault: Any,
     mode: str,
 ) -> None:  # fmt: skip
     """The same call answered well reaches the provider, is stored, then hits (also for the
     failing client's own key)."""
     before = server.stats.requests["chat"]
-    good = await _ask(scli.CachedLLM(llms["normal"], cache=store), mode)
+    good = await _ask(scli.CachedLLM(llms["normal"], cache=memory_cache), mode)
     assert good[0] == "ok" and good[2] == "stop"
     assert server.stats.requests["chat"] == before + 1
-    assert _entries(store) == 1
+    assert _entries(memory_cache) == 1
     assert (await _ask(Settings.llm, mode))[:2] == good[:2]  # a hit carries no ``raw``
     assert server.stats.requests["chat"] == before + 1
 
@@ -149,12 +127,12 @@ async def _then_stored(
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fault", [400, 401, 429, 500, 503, "drop", "timeout"])
 async def test_provider_errors_raise_as_without_the_cache_and_are_never_stored(
-    server: OpenAICompatServer, llms: dict[str, OpenAI], store: sc.TieredCache, fault: Any,
+    server: OpenAICompatServer, llms: dict[str, OpenAI], memory_cache: sc.TieredCache, fault: Any,
     mode: str,
 ) -> None:  # fmt: skip
-    got = await _never_stored(server, llms, store, fault, mode)
+    got = await _never_stored(server, llms, memory_cache, fault, mode)
     assert got[0] == "raise"
-    await _then_stored(server, llms, store, fault, mode)
+    await _then_stored(server, llms, memory_cache, fault, mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -162,21 +140,21 @@ async def test_provider_errors_raise_as_without_the_cache_and_are_never_stored(
     "defect", ["empty", "no_choices", "content_filter", "unfinished", "error_body", "stream_error"]
 )
 async def test_flawed_answers_reach_the_caller_unchanged_and_are_never_stored(
-    server: OpenAICompatServer, llms: dict[str, OpenAI], store: sc.TieredCache, defect: str,
+    server: OpenAICompatServer, llms: dict[str, OpenAI], memory_cache: sc.TieredCache, defect: str,
     mode: str,
 ) -> None:  # fmt: skip
-    got = await _never_stored(server, llms, store, defect, mode)
+    got = await _never_stored(server, llms, memory_cache, defect, mode)
     if defect == "content_filter":  # the words before the filter cut in, flagged as such
         assert got == ("ok", "Echo", "content_filter")
-    await _then_stored(server, llms, store, defect, mode)
+    await _then_stored(server, llms, memory_cache, defect, mode)
 
 
 async def test_a_truncated_answer_is_a_real_answer_and_is_cached(
-    server: OpenAICompatServer, store: sc.TieredCache
+    server: OpenAICompatServer, memory_cache: sc.TieredCache
 ) -> None:
     short = OpenAI(model="gpt-4o-mini", api_base=server.base_url, api_key="test", max_retries=0,
                    max_tokens=2)  # fmt: skip
-    cached = _installed(short, store)
+    cached = _installed(short, memory_cache)
     first = await _ask(cached, "chat")
     assert first[2] == "length"
     assert (await _ask(cached, "achat"))[:2] == first[:2]
@@ -184,9 +162,9 @@ async def test_a_truncated_answer_is_a_real_answer_and_is_cached(
 
 
 async def test_a_stream_stopped_early_or_cancelled_stores_nothing(
-    server: OpenAICompatServer, llms: dict[str, OpenAI], store: sc.TieredCache
+    server: OpenAICompatServer, llms: dict[str, OpenAI], memory_cache: sc.TieredCache
 ) -> None:
-    cached = _installed(llms["normal"], store)
+    cached = _installed(llms["normal"], memory_cache)
     msgs = [ChatMessage(role="user", content=QUESTION)]
     for _ in cached.stream_chat(msgs):
         break  # the consumer stops reading after the first chunk
@@ -203,8 +181,8 @@ async def test_a_stream_stopped_early_or_cancelled_stores_nothing(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert server.stats.requests["chat"] == 2
-    assert _entries(store) == 0
-    await _then_stored(server, llms, store, None, "astream_chat")
+    assert _entries(memory_cache) == 0
+    await _then_stored(server, llms, memory_cache, None, "astream_chat")
 
 
 # -- the semantic layer ----------------------------------------------------------------------
@@ -221,11 +199,11 @@ def embedder() -> LocalEmbedder:
      ("stream_error", "stream_chat"), ("unfinished", "astream_chat")],
 )  # fmt: skip
 async def test_semantic_layer_never_stores_a_failure_a_paraphrase_asks_again(
-    server: OpenAICompatServer, llms: dict[str, OpenAI], store: sc.TieredCache,
+    server: OpenAICompatServer, llms: dict[str, OpenAI], memory_cache: sc.TieredCache,
     embedder: LocalEmbedder, fault: Any, mode: str,
 ) -> None:  # fmt: skip
-    semantic = SemanticCache(embedder, store)
-    await _never_stored(server, llms, store, fault, mode, semantic=semantic)
+    semantic = SemanticCache(embedder, memory_cache)
+    await _never_stored(server, llms, memory_cache, fault, mode, semantic=semantic)
     assert semantic.stats().get("stores", 0) == 0
     # A paraphrase is not served the failure: the provider answers it ...
     answer = await _ask(Settings.llm, mode, TYPO)
@@ -272,7 +250,7 @@ async def _embed(model: Any, sync: bool) -> tuple[Any, ...]:
 )  # fmt: skip
 async def test_bad_vectors_are_returned_as_given_and_never_stored(
     server: OpenAICompatServer, embedders: dict[int | None, OpenAIEmbedding],
-    store: sc.TieredCache, fault: Any, dims: int | None, sync: bool,
+    memory_cache: sc.TieredCache, fault: Any, dims: int | None, sync: bool,
 ) -> None:  # fmt: skip
     """Vectors are judged one by one: the bad first one is not stored, its good neighbour
     is. A wrong length is told by ``dimensions=`` when the model declares it, else by the
@@ -281,17 +259,17 @@ async def test_bad_vectors_are_returned_as_given_and_never_stored(
     _inject(server, fault)
     baseline = await _embed(embedders[dims], sync)
     Settings.embed_model = embedders[dims]
-    scli.install(store, llm=False)
+    scli.install(memory_cache, llm=False)
     cached = Settings.embed_model
     assert isinstance(cached, scli.CachedEmbedding)
     _inject(server, fault)
     assert await _embed(cached, sync) == baseline
     assert server.stats.requests["embeddings"] == 2
-    assert _entries(store) == (1 if neighbour_kept else 0)
+    assert _entries(memory_cache) == (1 if neighbour_kept else 0)
     good = await _embed(cached, sync)
     assert good[:2] == ("ok", [64, 64])
     assert server.stats.requests["embeddings"] == 3
     assert server.stats.bodies[-1]["input"] == (["alpha"] if neighbour_kept else ["alpha", "beta"])
-    assert _entries(store) == 2
+    assert _entries(memory_cache) == 2
     assert await _embed(cached, sync) == good
     assert server.stats.requests["embeddings"] == 3

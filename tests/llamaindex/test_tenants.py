@@ -215,17 +215,6 @@ def test_no_tenant_and_a_tenant_never_share(
     assert calls(server) == 4
 
 
-@pytest.fixture
-def shared_redis_caches(redis_url: str) -> Iterator[tuple[sc.TieredCache, sc.TieredCache]]:
-    """Two processes' worth of tiers: a private memory tier each, one Redis between them."""
-    # A short generation_refresh: another process learns of a clear() that much later.
-    one = sc.TieredCache.from_urls("memory://", redis_url, generation_refresh=0.1)
-    two = sc.TieredCache.from_urls("memory://", redis_url, generation_refresh=0.1)
-    yield one, two
-    one.close()
-    two.close()
-
-
 def test_namespaces_over_a_shared_redis_never_see_each_other(
     server: OpenAICompatServer,
     shared_redis_caches: tuple[sc.TieredCache, sc.TieredCache],

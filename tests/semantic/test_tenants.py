@@ -10,7 +10,6 @@ process or in another one that shares the tiers. The real offline e5 model embed
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -147,17 +146,6 @@ def test_a_tenant_name_cannot_reach_another_partition(
     assert sem.partition(scope(tenant)) != sem.partition(scope(None))
     sem.store(VICTIM, "PLANTED", scope(tenant))
     assert sem.lookup(VICTIM, scope("victim")) is None
-
-
-@pytest.fixture
-def shared_redis_caches(redis_url: str) -> Iterator[tuple[sc.TieredCache, sc.TieredCache]]:
-    """Two processes' worth of tiers: a private memory tier each, one Redis between them."""
-    # A short generation_refresh: another process learns of a clear() that much later.
-    one = sc.TieredCache.from_urls("memory://", redis_url, generation_refresh=0.1)
-    two = sc.TieredCache.from_urls("memory://", redis_url, generation_refresh=0.1)
-    yield one, two
-    one.close()
-    two.close()
 
 
 def test_plants_from_another_process_never_reach_the_victim(
